@@ -1,0 +1,59 @@
+"""AWS through moto's server: the template's DynamoDB tables, a KMS key, the app secret."""
+
+from __future__ import annotations
+
+import socket
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from devstack.template import resources
+
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_moto() -> tuple[ThreadedMotoServer, str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server, f"http://127.0.0.1:{port}"
+
+
+def create_tables(endpoint: str, prefix: str = "local") -> dict[str, str]:
+    """Create every AWS::DynamoDB::Table of template.yaml; returns logical id -> table name."""
+    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION)
+    names = {}
+    for logical_id, props in resources("AWS::DynamoDB::Table").items():
+        name = f"{prefix}-{logical_id}"
+        kwargs = {
+            "TableName": name,
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "KeySchema": props["KeySchema"],
+            "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+        }
+        for index_kind in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+            if props.get(index_kind):
+                kwargs[index_kind] = props[index_kind]
+        ddb.create_table(**kwargs)
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl:
+            ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+        names[logical_id] = name
+    return names
+
+
+def create_key(endpoint: str) -> str:
+    kms = boto3.client("kms", endpoint_url=endpoint, region_name=REGION)
+    return kms.create_key(Description="local token key")["KeyMetadata"]["KeyId"]
+
+
+def create_event_bus(endpoint: str, name: str = "marketing-hub-local") -> str:
+    events = boto3.client("events", endpoint_url=endpoint, region_name=REGION)
+    events.create_event_bus(Name=name)
+    return name

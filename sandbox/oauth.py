@@ -1,0 +1,298 @@
+"""OAuth area: login dialog, code and token exchange, debug_token, /me (META_API.md §1-§4)."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from html import escape
+from typing import Any
+from urllib.parse import urlencode
+
+from werkzeug.wrappers import Response
+
+from sandbox.core import Area, Ctx, GraphError, json_response, token_error
+from sandbox.world import CODE_TTL_SECONDS, SEED_APP_ID, App, Token
+
+area = Area("oauth")
+
+DECIDE_PATH = "/dialog/oauth/decide"
+# Meta's login always includes the basic profile, whatever the app asked for.
+IMPLICIT_SCOPES = ("public_profile",)
+APPROVE = {"allow", "approve", "continue"}
+CANCEL = {"cancel", "deny"}
+
+
+def _scopes(raw: str) -> list[str]:
+    # MF: "a comma or space separated list of Permissions"
+    return [s for s in re.split(r"[,\s]+", raw or "") if s]
+
+
+def _error_page(title: str, message: str) -> Response:
+    html = (f"<!doctype html><html><head><title>{escape(title)}</title></head><body>"
+            f'<div data-testid="dialog-error"><h1>{escape(title)}</h1><p>{escape(message)}</p>'
+            "</div></body></html>")
+    return Response(html, status=400, content_type="text/html; charset=utf-8")
+
+
+def _check_client(ctx: Ctx, client_id: str, redirect_uri: str) -> App | Response:
+    app = ctx.world.apps.get(client_id)
+    if app is None:
+        return _error_page("Invalid App ID", "The provided app ID does not look like a valid "
+                           "app ID.")
+    if not redirect_uri or not app.allows_redirect(redirect_uri):
+        return _error_page("URL Blocked", "This redirect failed because the redirect URI is not "
+                           "whitelisted in the app's Client OAuth Settings. Make sure Client and "
+                           "Web OAuth Login are on and add all your app domains as Valid OAuth "
+                           "Redirect URIs.")
+    return app
+
+
+@area.route("GET", "/dialog/oauth", auth="none")
+def dialog(ctx: Ctx) -> Response:
+    p = ctx.params
+    checked = _check_client(ctx, p.get("client_id", ""), p.get("redirect_uri", ""))
+    if isinstance(checked, Response):
+        return checked
+    requested = _scopes(p.get("scope", "")) or list(IMPLICIT_SCOPES)
+    hidden = "".join(
+        f'<input type="hidden" name="{k}" value="{escape(p.get(k, ""))}">'
+        for k in ("client_id", "redirect_uri", "state", "response_type", "auth_type", "scope"))
+    boxes = "".join(
+        f'<li><label><input type="checkbox" name="granted" value="{escape(s)}" checked '
+        f'data-testid="scope-{escape(s)}"> {escape(s)}</label></li>' for s in requested)
+    users = "".join(f'<option value="{u.id}">{escape(u.name)}</option>'
+                    for u in ctx.world.users.values())
+    html = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Log in with Facebook (sandbox)</title></head>
+<body>
+<main data-testid="consent-dialog">
+  <h1>{escape(checked.name)} is requesting access to:</h1>
+  <form method="post" action="/{ctx.version}{DECIDE_PATH}">
+    {hidden}
+    <input type="hidden" name="consent_form" value="1">
+    <label>Continue as <select name="user" data-testid="consent-user">{users}</select></label>
+    <ul>{boxes}</ul>
+    <button type="submit" name="decision" value="allow" data-testid="consent-approve">
+      Continue</button>
+    <button type="submit" name="decision" value="cancel" data-testid="consent-cancel">
+      Cancel</button>
+  </form>
+</main>
+</body></html>"""
+    return Response(html, content_type="text/html; charset=utf-8")
+
+
+@area.route("POST", DECIDE_PATH, auth="none")
+def decide(ctx: Ctx) -> Response:
+    """The dialog's form target; tests may also POST here directly with httpx."""
+    p = ctx.params
+    client_id, redirect_uri = p.get("client_id", ""), p.get("redirect_uri", "")
+    checked = _check_client(ctx, client_id, redirect_uri)
+    if isinstance(checked, Response):
+        return checked
+    decision = p.get("decision", "").lower()
+    state = p.get("state", "")
+    sep = "&" if "?" in redirect_uri else "?"
+    if decision in CANCEL:
+        query = {"error": "access_denied", "error_code": "200",
+                 "error_description": "Permissions error", "error_reason": "user_denied",
+                 "state": state}
+        return _redirect(f"{redirect_uri}{sep}{urlencode(query)}#_=_")
+    if decision not in APPROVE:
+        return _error_page("Invalid decision", f"Unknown decision {decision!r}.")
+    user_id = p.get("user") or "10001"
+    if user_id not in ctx.world.users:
+        return _error_page("Unknown user", f"No sandbox user {user_id!r}.")
+    requested = _scopes(p.get("scope", "")) or list(IMPLICIT_SCOPES)
+    # The HTML form sends one "granted" field per ticked box; the shortcut may send a list.
+    granted_raw = ctx.param_list("granted")
+    # An unticked box sends nothing, so from the HTML form "no granted field" means none granted;
+    # from the shortcut it means "everything requested".
+    from_form = p.get("consent_form") == "1"
+    granted_in = ([s for g in granted_raw for s in _scopes(g)] if granted_raw or from_form
+                  else requested)
+    granted = [s for s in requested if s in granted_in]
+    declined = [s for s in requested if s not in granted]
+    for implicit in IMPLICIT_SCOPES:
+        if implicit not in granted:
+            granted.insert(0, implicit)
+            declined = [s for s in declined if s != implicit]
+    code = ctx.world.issue_code(client_id, redirect_uri, user_id, granted, declined)
+    query = {"code": code.value, "state": state}
+    if "granted_scopes" in p.get("response_type", ""):
+        query["granted_scopes"] = ",".join(granted)
+    return _redirect(f"{redirect_uri}{sep}{urlencode(query)}#_=_")
+
+
+def _redirect(location: str) -> Response:
+    return Response("", status=302, headers={"Location": location})
+
+
+def _client(ctx: Ctx) -> App:
+    p = ctx.params
+    app = ctx.world.apps.get(p.get("client_id", ""))
+    if app is None:
+        raise GraphError(101, "Error validating application. Invalid application ID.")
+    if not hmac.compare_digest(app.secret, p.get("client_secret", "")):
+        # Observed from Meta as code 1 (not 100); shared/graph_errors treats it as non-transient.
+        raise GraphError(1, "Error validating client secret.")
+    return app
+
+
+def _grant(ctx: Ctx, token: Token) -> dict[str, Any]:
+    body: dict[str, Any] = {"access_token": token.value, "token_type": "bearer"}
+    if ctx.world.oauth.include_expires_in and token.expires_at:
+        body["expires_in"] = max(0, int(token.expires_at - ctx.world.now()))
+    return body
+
+
+@area.route("GET|POST", "/oauth/access_token", auth="none")
+def access_token(ctx: Ctx) -> dict[str, Any]:
+    p = ctx.params
+    world = ctx.world
+    if p.get("grant_type") == "fb_exchange_token":
+        return _exchange_long_lived(ctx, _client(ctx), p.get("fb_exchange_token", ""))
+    if "code" not in p:
+        raise GraphError(100, "Missing authorization code")
+    app = _client(ctx)
+    with world.lock:
+        code = world.codes.get(p["code"])
+        if code is None or code.app_id != app.id:
+            raise GraphError(100, "Invalid verification code format.", subcode=36008)
+        if code.used:
+            raise GraphError(100, "This authorization code has been used.", subcode=36009)
+        if world.now() - code.created_at > CODE_TTL_SECONDS:
+            raise GraphError(100, "This authorization code has expired.", subcode=36007)
+        if p.get("redirect_uri", "") != code.redirect_uri:
+            raise GraphError(100, "Error validating verification code. Please make sure your "
+                             "redirect_uri is identical to the one you used in the OAuth dialog "
+                             "request", subcode=36008)
+        code.used = True
+    token = world.issue_token(code.user_id, app.id, code.scopes, declined=code.declined)
+    return _grant(ctx, token)
+
+
+def _exchange_long_lived(ctx: Ctx, app: App, old_value: str) -> dict[str, Any]:
+    world = ctx.world
+    with world.lock:
+        world.exchange_counts[old_value] = world.exchange_counts.get(old_value, 0) + 1
+        old = world.tokens.get(old_value)
+    if world.oauth.refuse_exchange:
+        # Meta's refusal text isn't documented; a non-transient OAuthException is the safe model.
+        raise GraphError(100, "(#100) This access token cannot be exchanged for a long-lived "
+                         "token")
+    if old is None or old.app_id != app.id:
+        raise GraphError(190, "Invalid OAuth access token - Cannot parse access token")
+    if old.revoked_subcode is not None or world.is_expired(old):
+        # LL: "You can not use an expired token to request a long-lived token".
+        raise token_error(old, old.revoked_subcode or 463, world.now())
+    expires_at = None if world.oauth.extend_on_exchange else old.expires_at
+    token = world.issue_token(old.user_id, app.id, old.scopes, kind="long",
+                              expires_at=expires_at,
+                              data_access_expires_at=old.data_access_expires_at,
+                              declined=old.declined)
+    return _grant(ctx, token)
+
+
+@area.route("GET|POST", "/debug_token", auth="app")
+def debug_token(ctx: Ctx) -> dict[str, Any]:
+    world = ctx.world
+    value = ctx.params.get("input_token", "")
+    token = world.tokens.get(value)
+    if token is None:
+        raise GraphError(190, "Invalid OAuth access token - Cannot parse access token")
+    app = world.apps[token.app_id]
+    data: dict[str, Any] = {
+        "app_id": token.app_id,
+        "type": "USER",
+        "application": app.name,
+        "data_access_expires_at": token.data_access_expires_at,
+        "expires_at": token.expires_at,
+        "is_valid": token.revoked_subcode is None and not world.is_expired(token),
+        "issued_at": token.issued_at,
+        "scopes": list(token.scopes),
+        "granular_scopes": [{"scope": s} for s in token.scopes],
+        "user_id": token.user_id,
+    }
+    if not data["is_valid"]:
+        err = token_error(token, token.revoked_subcode or 463, world.now())
+        data["error"] = {"code": err.code, "message": err.message, "subcode": err.subcode}
+    return {"data": data}
+
+
+@area.route("GET", "/me", auth="user")
+def me(ctx: Ctx) -> dict[str, Any]:
+    user = ctx.world.users[ctx.token.user_id]
+    return {"id": user.id, "name": user.name}
+
+
+@area.route("GET", "/{user_id}/permissions", auth="user")
+def permissions(ctx: Ctx) -> dict[str, Any]:
+    token = ctx.token
+    if ctx.user_id(ctx.path_params["user_id"]) != token.user_id:
+        raise GraphError(200, "(#200) Requires the user's own access token")
+    rows = ([{"permission": s, "status": "granted"} for s in token.scopes]
+            + [{"permission": s, "status": "declined"} for s in token.declined])
+    return ctx.page(rows)
+
+
+# -- control endpoints (served under /__sandbox/) ---------------------------------------------
+@area.control("POST", "/tokens")
+def control_issue_token(ctx: Ctx) -> dict[str, Any]:
+    b = ctx.json_body()
+    user_id = str(b.get("user_id", "10001"))
+    app_id = str(b.get("app_id", SEED_APP_ID))
+    if user_id not in ctx.world.users or app_id not in ctx.world.apps:
+        raise ValueError("unknown user_id or app_id")
+    token = ctx.world.issue_token(
+        user_id, app_id, b.get("scopes"), kind=b.get("kind", "long"),
+        expires_at=b.get("expires_at"), data_access_expires_at=b.get("data_access_expires_at"))
+    return {"access_token": token.value, "expires_at": token.expires_at,
+            "data_access_expires_at": token.data_access_expires_at, "app_id": app_id,
+            "user_id": user_id, "scopes": token.scopes}
+
+
+@area.control("POST", "/tokens/revoke")
+def control_revoke(ctx: Ctx) -> dict[str, Any]:
+    b = ctx.json_body()
+    with ctx.world.lock:
+        ctx.world.tokens[b["access_token"]].revoked_subcode = int(b.get("subcode", 460))
+    return {"success": True}
+
+
+@area.control("GET", "/exchanges")
+def control_exchanges(ctx: Ctx) -> dict[str, Any]:
+    with ctx.world.lock:
+        return {"counts": dict(ctx.world.exchange_counts)}
+
+
+@area.control("POST", "/oauth/config")
+def control_oauth_config(ctx: Ctx) -> dict[str, Any]:
+    cfg = ctx.world.oauth
+    with ctx.world.lock:
+        for key, value in ctx.json_body().items():
+            if not hasattr(cfg, key):
+                raise ValueError(f"unknown oauth setting {key!r}")
+            setattr(cfg, key, bool(value))
+    return {"success": True, "config": vars(cfg)}
+
+
+@area.control("POST", "/apps/{app_id}")
+def control_app(ctx: Ctx) -> dict[str, Any]:
+    b = ctx.json_body()
+    with ctx.world.lock:
+        app = ctx.world.apps[ctx.path_params["app_id"]]
+        if "require_appsecret_proof" in b:
+            app.require_appsecret_proof = bool(b["require_appsecret_proof"])
+        app.redirect_uris += list(b.get("redirect_uris", []))
+    return {"success": True, "app_id": app.id}
+
+
+@area.control("GET", "/state")
+def control_state(ctx: Ctx) -> Response:
+    w = ctx.world
+    with w.lock:
+        return json_response({
+            "apps": [{"id": a.id, "name": a.name} for a in w.apps.values()],
+            "users": [{"id": u.id, "name": u.name} for u in w.users.values()],
+            "tokens": len(w.tokens), "codes": len(w.codes), "areas": sorted(w.areas)})

@@ -1,0 +1,107 @@
+"""The HTTP edge every API function shares: resolver, principal, error mapping, headers.
+
+Errors become the contract's body `{"error": {"code", "message"}}` here and nowhere else.
+Security headers and CORS are added to the final response (`http_response`), so errors, 404s and
+validation failures carry them too.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from shared.auth import Principal, principal_from_claims, require_admin
+from shared.errors import AppError, MetaUnavailable, NotFound
+from shared.graph_errors import MetaError
+from shared.observability import logger
+from shared.settings import get_settings
+
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def error_response(status: int, code: str, message: str, *, details: list | None = None,
+                   headers: dict[str, str] | None = None) -> Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return Response(status_code=status, content_type="application/json",
+                    body=json.dumps({"error": error}), headers=headers or {})
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict]:
+    details = []
+    for err in exc.errors():
+        loc = [str(part) for part in err.get("loc", ()) if part not in ("body", "query")]
+        details.append({"field": ".".join(loc) or "body", "problem": err.get("msg", "invalid")})
+    return details
+
+
+def build_resolver() -> APIGatewayHttpResolver:
+    """A resolver with typed validation and the one error mapping. Reads no config."""
+    app = APIGatewayHttpResolver(enable_validation=True)
+
+    @app.exception_handler(AppError)
+    def _app_error(exc: AppError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, details=exc.details,
+                              headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(exc: RequestValidationError) -> Response:
+        details = _validation_details(exc)
+        fields = ", ".join(d["field"] for d in details)
+        return error_response(422, "validation_error", f"Invalid input: {fields}.", details=details)
+
+    @app.exception_handler(MetaError)
+    def _meta_error(exc: MetaError) -> Response:
+        # A Meta failure the logic did not map itself: the client gets no Meta payload.
+        logger.warning("meta_error", extra={"code": exc.code, "subcode": exc.subcode})
+        return error_response(MetaUnavailable.status, MetaUnavailable.code,
+                              MetaUnavailable.default_message)
+
+    @app.not_found
+    def _not_found(_exc: Exception) -> Response:
+        return error_response(NotFound.status, NotFound.code, NotFound.default_message)
+
+    @app.exception_handler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # The client learns nothing about the failure; the log has the type, never the payload.
+        logger.exception("unhandled_error", extra={"error_type": type(exc).__name__})
+        return error_response(500, "internal_error", AppError.default_message)
+
+    return app
+
+
+def current_principal(app: APIGatewayHttpResolver, *, admin: bool = False) -> Principal:
+    claims = app.current_event.request_context.authorizer.jwt_claim
+    principal = principal_from_claims(claims)
+    return require_admin(principal) if admin else principal
+
+
+def _with_edge_headers(response: dict, event: dict) -> dict:
+    headers = response.setdefault("headers", {}) or {}
+    response["headers"] = headers
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+    # Tenant data and auth answers must never sit in a shared or browser cache.
+    headers.setdefault("Cache-Control", "no-store")
+    origin = (event.get("headers") or {}).get("origin")
+    frontend = get_settings().frontend_url
+    if origin and origin == frontend:
+        headers["Access-Control-Allow-Origin"] = frontend
+        headers["Access-Control-Allow-Credentials"] = "true"
+        headers["Vary"] = "Origin"
+    return response
+
+
+def http_response(app: APIGatewayHttpResolver, event: dict, context: Any) -> dict:
+    """Resolve the event and add the headers the contract puts on every response."""
+    return _with_edge_headers(app.resolve(event, context), event)

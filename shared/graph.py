@@ -1,0 +1,433 @@
+"""Meta Graph API client on httpx: one client per tenant call, sync and async flavours.
+
+Both clients share _GraphCore (URL building, auth, parsing, retry planning); only the I/O loop
+differs. The token travels in the Authorization header, never in a URL, and every user-token call
+carries appsecret_proof. Errors become the classes in shared/graph_errors.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json as jsonlib
+import random
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from shared.graph_errors import (
+    MetaError,
+    MetaTransient,
+    Usage,
+    error_from_body,
+    parse_usage,
+    transport_error,
+)
+from shared.observability import logger
+
+BATCH_LIMIT = 50  # BATCH: "limited to 50 requests per batch"
+MAX_ATTEMPTS = 4
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 8.0
+# Don't start an attempt with less time than this left: it could only end in a timeout.
+MIN_ATTEMPT_SECONDS = 0.05
+# Exceptions raised before the request left us: retrying can never duplicate a write.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Graph echoes these in paging.next URLs; we resend our own auth instead of theirs.
+_AUTH_PARAMS = {"access_token", "appsecret_proof"}
+
+
+def appsecret_proof(access_token: str, app_secret: str) -> str:
+    """HMAC-SHA256 hex of the token keyed by the app secret (META_API.md §4)."""
+    return hmac.new(app_secret.encode(), access_token.encode(), hashlib.sha256).hexdigest()
+
+
+def deadline_from_context(context: Any, reserve_seconds: float = 2.0) -> float:
+    """A time.monotonic() deadline that leaves `reserve_seconds` for the Lambda to wrap up."""
+    remaining = context.get_remaining_time_in_millis() / 1000.0
+    return time.monotonic() + max(0.0, remaining - reserve_seconds)
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """An /oauth/access_token answer. expires_in is None when Meta omits it (it sometimes does)."""
+
+    access_token: str = field(repr=False)
+    token_type: str = "bearer"
+    expires_in: int | None = None
+
+
+def next_page_params(page: Any, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Params for the next page, or None. Stop only when paging.next is absent (PAG)."""
+    paging = page.get("paging") if isinstance(page, dict) else None
+    if not isinstance(paging, dict) or not paging.get("next"):
+        return None
+    after = (paging.get("cursors") or {}).get("after")
+    if after:
+        return {**params, "after": after}
+    # Offset-paged edges have no cursors: take next's query but drop any auth Meta echoed in it.
+    query = parse_qs(urlsplit(paging["next"]).query)
+    return {k: v[-1] for k, v in query.items() if k not in _AUTH_PARAMS}
+
+
+def page_items(page: Any) -> list[Any]:
+    data = page.get("data") if isinstance(page, dict) else None
+    return data if isinstance(data, list) else []
+
+
+def batch_chunks(requests: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    return [requests[i : i + BATCH_LIMIT] for i in range(0, len(requests), BATCH_LIMIT)]
+
+
+def decode_batch_item(item: Any, usage: Usage) -> Any:
+    """One batch answer -> decoded body, or a MetaError object (returned, not raised)."""
+    if item is None:
+        # Meta returns null for sub-requests that did not finish in time.
+        return MetaTransient("batch item did not complete", is_transient=True, usage=usage)
+    status = item.get("code")
+    try:
+        body = jsonlib.loads(item.get("body") or "null")
+    except ValueError:
+        body = None
+    failed = isinstance(body, dict) and "error" in body
+    if isinstance(status, int) and status < 400 and not failed:
+        return body
+    item_usage = parse_usage({h.get("name", "").lower(): h.get("value", "")
+                              for h in item.get("headers") or [] if isinstance(h, dict)})
+    return error_from_body(status, body, item_usage if item_usage.present else usage)
+
+
+class _GraphCore:
+    """Everything both clients share; no I/O happens here."""
+
+    def __init__(
+        self,
+        access_token: str | None,
+        *,
+        app_secret: str,
+        base_url: str,
+        version: str,
+        timeout: float,
+        deadline: float | None = None,
+        app_id: str | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
+        backoff_base: float = BACKOFF_BASE_SECONDS,
+    ) -> None:
+        self._token = access_token
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self._app_secret = app_secret
+        self._app_id = app_id
+        self.base_url = base_url.rstrip("/")
+        self.version = version
+        self.timeout = timeout
+        self.deadline = deadline
+        self.last_usage = Usage()
+        self.request_count = 0
+
+    @classmethod
+    def _settings_kwargs(cls, deadline: float | None) -> dict[str, Any]:
+        from shared.settings import get_settings
+
+        s = get_settings()
+        return {
+            "app_secret": s.app_secret(),
+            "base_url": s.meta_graph_url,
+            "version": s.meta_graph_api_version,
+            "timeout": s.meta_timeout_seconds,
+            "deadline": deadline,
+            "app_id": s.meta_app_id or None,
+        }
+
+    def __repr__(self) -> str:  # never show the token
+        return f"{type(self).__name__}(version={self.version!r}, requests={self.request_count})"
+
+    # -- request building -------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{self.version}/{path.lstrip('/')}"
+
+    def app_token(self) -> str:
+        if not self._app_id:
+            raise ValueError("app_id is required for app-token calls")
+        return f"{self._app_id}|{self._app_secret}"
+
+    def auth(self, token: str | None, params: Mapping[str, Any] | None) -> tuple[dict, dict]:
+        """(headers, params) for a call made with `token` (user or app token)."""
+        headers: dict[str, str] = {}
+        out = dict(params or {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+            if "|" not in token:  # app tokens are "id|secret" and need no proof
+                out["appsecret_proof"] = appsecret_proof(token, self._app_secret)
+        return headers, out
+
+    # -- response handling ------------------------------------------------------------------
+    def handle(self, response: httpx.Response) -> Any:
+        usage = parse_usage(response.headers)
+        self.last_usage = usage
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 400 or (isinstance(body, dict) and "error" in body):
+            raise error_from_body(response.status_code, body, usage)
+        return body
+
+    def transport_failure(self, exc: httpx.TransportError) -> MetaTransient:
+        kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
+        # The exception text is httpx's own (no URL), but keep only its class to be safe.
+        return transport_error(kind, type(exc).__name__)
+
+    # -- retry planning ---------------------------------------------------------------------
+    def attempt_timeout(self, last_error: MetaError | None) -> float:
+        if self.deadline is None:
+            return self.timeout
+        remaining = self.deadline - time.monotonic()
+        if remaining < MIN_ATTEMPT_SECONDS:
+            raise last_error or MetaTransient("deadline reached before the call", is_transient=True)
+        return min(self.timeout, remaining)
+
+    def retry_delay(self, error: MetaError, attempt: int, may_retry: bool) -> float | None:
+        """Seconds to wait before attempt+1, or None to give up and raise `error`."""
+        if not may_retry or not isinstance(error, MetaTransient):
+            return None
+        if attempt + 1 >= self.max_attempts:
+            return None
+        ceiling = min(BACKOFF_CAP_SECONDS, self.backoff_base * 2**attempt)
+        delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
+        late = time.monotonic() + delay + MIN_ATTEMPT_SECONDS
+        if self.deadline is not None and late > self.deadline:
+            return None  # never sleep past the deadline
+        logger.warning("graph retry", extra={"meta_code": error.code, "attempt": attempt + 1,
+                                             "delay_s": round(delay, 3)})
+        return delay
+
+    @staticmethod
+    def batch_is_idempotent(chunk: list[dict[str, Any]]) -> bool:
+        return all(str(r.get("method", "GET")).upper() == "GET" for r in chunk)
+
+    @staticmethod
+    def grant(body: Any) -> TokenGrant:
+        expires = body.get("expires_in") if isinstance(body, dict) else None
+        return TokenGrant(
+            access_token=body["access_token"],
+            token_type=body.get("token_type", "bearer"),
+            expires_in=int(expires) if expires is not None else None,
+        )
+
+
+_SELF = object()  # "use the client's own token"
+
+
+class GraphClient(_GraphCore):
+    """Blocking client. Use as a context manager so the connection pool is closed."""
+
+    def __init__(
+        self,
+        access_token: str | None,
+        *,
+        app_secret: str,
+        base_url: str,
+        version: str,
+        timeout: float,
+        deadline: float | None = None,
+        transport: httpx.BaseTransport | None = None,
+        app_id: str | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
+        backoff_base: float = BACKOFF_BASE_SECONDS,
+    ) -> None:
+        super().__init__(access_token, app_secret=app_secret, base_url=base_url, version=version,
+                         timeout=timeout, deadline=deadline, app_id=app_id,
+                         max_attempts=max_attempts, backoff_base=backoff_base)
+        self._http = httpx.Client(timeout=timeout, transport=transport)
+
+    @classmethod
+    def for_token(cls, token: str | None, deadline: float | None = None) -> GraphClient:
+        return cls(token, **cls._settings_kwargs(deadline))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, method: str, url: str, *, token: Any = _SELF, params=None, data=None,
+              json=None, idempotent: bool | None = None, retry: bool = True) -> Any:
+        token = self._token if token is _SELF else token
+        headers, params = self.auth(token, params)
+        idempotent = method == "GET" if idempotent is None else idempotent
+        last: MetaError | None = None
+        attempt = 0
+        while True:
+            timeout = self.attempt_timeout(last)
+            self.request_count += 1
+            try:
+                response = self._http.request(method, url, params=params, data=data, json=json,
+                                              headers=headers, timeout=timeout)
+                return self.handle(response)
+            except httpx.TransportError as exc:
+                last = self.transport_failure(exc)
+                may_retry = idempotent or isinstance(exc, _NOT_SENT)
+            except MetaError as exc:
+                last, may_retry = exc, True
+            delay = self.retry_delay(last, attempt, retry and may_retry)
+            if delay is None:
+                raise last
+            time.sleep(delay)
+            attempt += 1
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        return self._send("GET", self.url(path), params=params)
+
+    def post(self, path: str, data: Mapping[str, Any] | None = None, *, json: Any = None,
+             idempotent: bool = False) -> Any:
+        """POST; ambiguous failures (sent, no answer) are retried only when idempotent=True."""
+        return self._send("POST", self.url(path), data=data, json=json, idempotent=idempotent)
+
+    def paginate(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
+        current: dict[str, Any] | None = dict(params or {})
+        while current is not None:
+            page = self.get(path, current)
+            yield from page_items(page)
+            current = next_page_params(page, current)
+
+    def batch(self, requests: list[dict[str, Any]]) -> list[Any]:
+        """Run sub-requests in chunks of 50; each result is decoded data or a MetaError."""
+        results: list[Any] = []
+        for chunk in batch_chunks(requests):
+            items = self._send("POST", self.url(""), data={"batch": jsonlib.dumps(chunk)},
+                               idempotent=self.batch_is_idempotent(chunk))
+            results += [decode_batch_item(item, self.last_usage) for item in items]
+        return results
+
+    # -- app-token calls: secrets and codes only ever travel in POST bodies ------------------
+    def exchange_code(self, code: str, redirect_uri: str) -> TokenGrant:
+        # A code is single-use: a blind retry would only turn a hiccup into "code has been used".
+        body = {"client_id": self._app_id, "client_secret": self._app_secret,
+                "redirect_uri": redirect_uri, "code": code}
+        return self.grant(self._send("POST", self.url("oauth/access_token"), token=None, data=body,
+                                     retry=False))
+
+    def exchange_long_lived(self, token: str) -> TokenGrant:
+        body = {"grant_type": "fb_exchange_token", "client_id": self._app_id,
+                "client_secret": self._app_secret, "fb_exchange_token": token}
+        return self.grant(self._send("POST", self.url("oauth/access_token"), token=None, data=body,
+                                     idempotent=True))
+
+    def debug_token(self, input_token: str) -> dict[str, Any]:
+        # Graph's method override lets a read travel as POST, keeping input_token out of URLs.
+        body = self._send("POST", self.url("debug_token"), token=self.app_token(),
+                          data={"input_token": input_token, "method": "GET"}, idempotent=True)
+        return body.get("data", {}) if isinstance(body, dict) else {}
+
+
+class AsyncGraphClient(_GraphCore):
+    """Same API as GraphClient on httpx.AsyncClient, for jobs fanning out many calls."""
+
+    def __init__(
+        self,
+        access_token: str | None,
+        *,
+        app_secret: str,
+        base_url: str,
+        version: str,
+        timeout: float,
+        deadline: float | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        app_id: str | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
+        backoff_base: float = BACKOFF_BASE_SECONDS,
+    ) -> None:
+        super().__init__(access_token, app_secret=app_secret, base_url=base_url, version=version,
+                         timeout=timeout, deadline=deadline, app_id=app_id,
+                         max_attempts=max_attempts, backoff_base=backoff_base)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+
+    @classmethod
+    def for_token(cls, token: str | None, deadline: float | None = None) -> AsyncGraphClient:
+        return cls(token, **cls._settings_kwargs(deadline))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, method: str, url: str, *, token: Any = _SELF, params=None, data=None,
+                    json=None, idempotent: bool | None = None, retry: bool = True) -> Any:
+        token = self._token if token is _SELF else token
+        headers, params = self.auth(token, params)
+        idempotent = method == "GET" if idempotent is None else idempotent
+        last: MetaError | None = None
+        attempt = 0
+        while True:
+            timeout = self.attempt_timeout(last)
+            self.request_count += 1
+            try:
+                response = await self._http.request(method, url, params=params, data=data,
+                                                     json=json, headers=headers, timeout=timeout)
+                return self.handle(response)
+            except httpx.TransportError as exc:
+                last = self.transport_failure(exc)
+                may_retry = idempotent or isinstance(exc, _NOT_SENT)
+            except MetaError as exc:
+                last, may_retry = exc, True
+            delay = self.retry_delay(last, attempt, retry and may_retry)
+            if delay is None:
+                raise last
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        return await self._send("GET", self.url(path), params=params)
+
+    async def post(self, path: str, data: Mapping[str, Any] | None = None, *, json: Any = None,
+                   idempotent: bool = False) -> Any:
+        return await self._send("POST", self.url(path), data=data, json=json,
+                                idempotent=idempotent)
+
+    async def paginate(self, path: str, params: Mapping[str, Any] | None = None
+                       ) -> AsyncIterator[Any]:
+        current: dict[str, Any] | None = dict(params or {})
+        while current is not None:
+            page = await self.get(path, current)
+            for item in page_items(page):
+                yield item
+            current = next_page_params(page, current)
+
+    async def batch(self, requests: list[dict[str, Any]]) -> list[Any]:
+        results: list[Any] = []
+        for chunk in batch_chunks(requests):
+            items = await self._send("POST", self.url(""), data={"batch": jsonlib.dumps(chunk)},
+                                     idempotent=self.batch_is_idempotent(chunk))
+            results += [decode_batch_item(item, self.last_usage) for item in items]
+        return results
+
+    async def exchange_code(self, code: str, redirect_uri: str) -> TokenGrant:
+        body = {"client_id": self._app_id, "client_secret": self._app_secret,
+                "redirect_uri": redirect_uri, "code": code}
+        return self.grant(await self._send("POST", self.url("oauth/access_token"), token=None,
+                                           data=body, retry=False))
+
+    async def exchange_long_lived(self, token: str) -> TokenGrant:
+        body = {"grant_type": "fb_exchange_token", "client_id": self._app_id,
+                "client_secret": self._app_secret, "fb_exchange_token": token}
+        return self.grant(await self._send("POST", self.url("oauth/access_token"), token=None,
+                                           data=body, idempotent=True))
+
+    async def debug_token(self, input_token: str) -> dict[str, Any]:
+        body = await self._send("POST", self.url("debug_token"), token=self.app_token(),
+                                data={"input_token": input_token, "method": "GET"},
+                                idempotent=True)
+        return body.get("data", {}) if isinstance(body, dict) else {}

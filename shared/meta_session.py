@@ -1,0 +1,56 @@
+"""A request-time Meta session for one tenant: its token, its Graph client, its error mapping.
+
+API functions that call Meta on a tenant's behalf use `tenant_graph(...)`; it turns the
+connection's state and Meta's token/rate-limit errors into the contract's answers, so no handler
+repeats that mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from shared import credentials
+from shared.db import tenant_tx
+from shared.errors import MetaNotConnected, MetaRateLimited, MetaReconnectRequired, MetaUnavailable
+from shared.graph import GraphClient
+from shared.graph_errors import MetaError, MetaRateLimited as GraphRateLimited
+from shared.graph_errors import MetaTokenInvalid, MetaTransient
+from shared.observability import logger, metrics
+
+
+def load_usable_credential(tenant_id: str) -> credentials.StoredCredential:
+    with tenant_tx(tenant_id) as conn:
+        stored = credentials.load(conn)
+    if stored is None:
+        raise MetaNotConnected()
+    if stored.status == "needs_reconnect":
+        raise MetaReconnectRequired()
+    return stored
+
+
+def record_token_invalid(tenant_id: str, error: MetaError) -> None:
+    """Meta says the token is dead: remember it so every screen shows 'reconnect'."""
+    with tenant_tx(tenant_id) as conn:
+        changed = credentials.mark_needs_reconnect(conn, f"meta_{error.code}_{error.subcode or 0}")
+    if changed:
+        metrics.add_metric(name="TokensNeedReconnect", unit="Count", value=1)
+    logger.warning("meta_token_invalid", extra={"tenant_id": tenant_id, "code": error.code,
+                                                "subcode": error.subcode})
+
+
+@contextmanager
+def tenant_graph(tenant_id: str, deadline: float | None = None) -> Iterator[GraphClient]:
+    stored = load_usable_credential(tenant_id)
+    try:
+        with GraphClient.for_token(stored.token(), deadline=deadline) as graph:
+            yield graph
+    except MetaTokenInvalid as exc:
+        record_token_invalid(tenant_id, exc)
+        raise MetaReconnectRequired() from None
+    except GraphRateLimited as exc:
+        metrics.add_metric(name="MetaApiThrottled", unit="Count", value=1)
+        raise MetaRateLimited(int(exc.retry_after_seconds or 60)) from None
+    except MetaTransient:
+        metrics.add_metric(name="MetaApiFailures", unit="Count", value=1)
+        raise MetaUnavailable() from None

@@ -1,0 +1,96 @@
+"""Validated configuration, built on first use (never at import) and cached per container."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Meta's Marketing API retires versions sooner than the rest of Graph: v24.0 stopped on
+# 2026-11-10 and v25.0 stops on 2027-02-23. v26.0 (2026-07-29) has no end date yet.
+DEFAULT_GRAPH_VERSION = "v26.0"
+
+# What the features need, and nothing more:
+DEFAULT_SCOPES = (
+    "ads_read",  # campaign and ads insights sync (spend, leads)
+    "ads_management",  # read ad accounts the person manages, incl. client accounts
+    "business_management",  # list the person's businesses and their owned/client ad accounts
+    "whatsapp_business_management",  # list WABAs, phone numbers, templates; subscribe webhooks
+    "whatsapp_business_messaging",  # send template messages and receive their statuses
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    meta_app_id: str = ""
+    meta_app_secret: SecretStr | None = None
+    meta_app_secret_arn: str | None = None
+    meta_redirect_uri: str = ""
+    meta_graph_api_version: str = DEFAULT_GRAPH_VERSION
+    meta_graph_url: str = "https://graph.facebook.com"
+    meta_dialog_url: str = "https://www.facebook.com"
+    meta_verify_token: SecretStr | None = None
+    meta_scopes: str = ",".join(DEFAULT_SCOPES)
+    meta_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+    frontend_url: str = "http://localhost:3000"
+    database_url: SecretStr | None = None
+    database_secret_arn: str | None = None
+    oauth_state_table: str = ""
+    idempotency_table: str = ""
+    token_kms_key_id: str = ""
+    event_bus_name: str = "default"
+
+    tenant_claim: str = "custom:tenant_id"
+    role_claim: str = "custom:role"
+    admin_role: str = "admin"
+
+    @field_validator("meta_graph_api_version")
+    @classmethod
+    def _normalise_version(cls, value: str) -> str:
+        # Accept "25.0" and "v25.0"; the original plan's f"/v{version}" produced "/vv21.0/".
+        match = re.fullmatch(r"v?(\d+\.\d+)", value.strip())
+        if not match:
+            raise ValueError("META_GRAPH_API_VERSION must look like v25.0 or 25.0")
+        return f"v{match.group(1)}"
+
+    @field_validator("meta_graph_url", "meta_dialog_url", "frontend_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def scopes(self) -> list[str]:
+        return [s.strip() for s in re.split(r"[,\s]+", self.meta_scopes) if s.strip()]
+
+    def app_secret(self) -> str:
+        """The Meta app secret: from the environment locally, from Secrets Manager in AWS."""
+        if self.meta_app_secret is not None:
+            return self.meta_app_secret.get_secret_value()
+        if self.meta_app_secret_arn:
+            from aws_lambda_powertools.utilities import parameters
+
+            return parameters.get_secret(self.meta_app_secret_arn, max_age=300)
+        raise RuntimeError("META_APP_SECRET or META_APP_SECRET_ARN must be set")
+
+    def database_dsn(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        if self.database_secret_arn:
+            from aws_lambda_powertools.utilities import parameters
+
+            secret = parameters.get_secret(self.database_secret_arn, transform="json", max_age=300)
+            return (
+                f"host={secret['host']} port={secret.get('port', 5432)} "
+                f"dbname={secret.get('dbname', 'postgres')} user={secret['username']} "
+                f"password={secret['password']} sslmode=require"
+            )
+        raise RuntimeError("DATABASE_URL or DATABASE_SECRET_ARN must be set")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
