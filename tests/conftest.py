@@ -59,3 +59,44 @@ def api(stack) -> ApiClient:
     client = ApiClient(stack.api_url)
     yield client
     client.http.close()
+
+
+class EventCapture:
+    """Routes every event this project puts on the bus to an SQS queue in moto, so tests can see
+    exactly which events a run emitted (and how many times)."""
+
+    def __init__(self, bus: str):
+        import boto3
+
+        self.sqs = boto3.client("sqs")
+        self.queue_url = self.sqs.create_queue(QueueName=f"capture-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        events = boto3.client("events")
+        self.rule = f"capture-{uuid.uuid4().hex[:8]}"
+        events.put_rule(Name=self.rule, EventBusName=bus,
+                        EventPattern='{"source": ["crm.marketing-hub"]}')
+        events.put_targets(Rule=self.rule, EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
+        self.seen: list[dict] = []
+
+    def drain(self) -> list[dict]:
+        import json
+
+        while True:
+            batch = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
+            messages = batch.get("Messages", [])
+            if not messages:
+                return self.seen
+            for message in messages:
+                self.seen.append(json.loads(message["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queue_url,
+                                        ReceiptHandle=message["ReceiptHandle"])
+
+    def of_type(self, detail_type: str, tenant_id: str | None = None) -> list[dict]:
+        return [e for e in self.drain() if e["detail-type"] == detail_type
+                and (tenant_id is None or e["detail"].get("tenant_id") == tenant_id)]
+
+
+@pytest.fixture
+def event_capture(stack) -> EventCapture:
+    return EventCapture(stack.env["EVENT_BUS_NAME"])
