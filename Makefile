@@ -44,7 +44,6 @@ dev: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check shared functions devstack
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -38,19 +38,13 @@ class DemoContext:
 
 def main() -> int:
     print("Starting the local stack (moto, embedded Postgres, Meta sandbox, local API)...")
-    with LocalStack() as stack:
-        with httpx.Client(base_url=stack.api_url, timeout=60, follow_redirects=False) as http:
-            ctx = DemoContext(stack=stack, http=http)
-            print(f"Local API: {stack.api_url}   Meta sandbox: {stack.sandbox.url}")
-            print(f"Demo tenant: {ctx.tenant_id}")
-            for name in STEPS:
-                try:
-                    step = importlib.import_module(name)
-                except ModuleNotFoundError as exc:
-                    if exc.name != name:
-                        raise
-                    continue
-                step.run(ctx)
+    with (LocalStack() as stack,
+          httpx.Client(base_url=stack.api_url, timeout=60, follow_redirects=False) as http):
+        ctx = DemoContext(stack=stack, http=http)
+        print(f"Local API: {stack.api_url}   Meta sandbox: {stack.sandbox.url}")
+        print(f"Demo tenant: {ctx.tenant_id}")
+        for name in STEPS:
+            importlib.import_module(name).run(ctx)
     print("\nDemo finished; the local stack has been stopped.")
     return 0
 

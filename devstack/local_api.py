@@ -75,10 +75,10 @@ def build_event(request: Request, route: HttpRoute, path_params: dict, claims: d
     if text is not None:
         event["body"] = text
     if claims is not None:
-        event["requestContext"]["authorizer"] = {
-            "jwt": {"claims": {k: v if isinstance(v, str) else json.dumps(v) if isinstance(v, (list, dict)) else str(v)
-                               for k, v in claims.items()}, "scopes": None}
-        }
+        # API Gateway hands every claim to the function as a string.
+        flat = {k: v if isinstance(v, str) else json.dumps(v) if isinstance(v, list | dict)
+                else str(v) for k, v in claims.items()}
+        event["requestContext"]["authorizer"] = {"jwt": {"claims": flat, "scopes": None}}
     return event
 
 

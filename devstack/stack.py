@@ -6,6 +6,7 @@ same events as API Gateway and EventBridge would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -83,10 +84,8 @@ class LocalStack:
 
     def stop(self) -> None:
         for stopper in (self.api_server.stop, self.sandbox.stop, self.moto.stop):
-            try:
+            with contextlib.suppress(Exception):  # best effort shutdown of local services
                 stopper()
-            except Exception:  # noqa: BLE001 - best effort shutdown of local services
-                pass
         reset_caches()
         if self.database is not None:
             self.database.drop()

@@ -53,7 +53,9 @@ def reset_connection() -> None:
 
 
 @contextmanager
-def tenant_tx(tenant_id: str, conn: psycopg.Connection | None = None) -> Iterator[psycopg.Connection]:
+def tenant_tx(
+    tenant_id: str, conn: psycopg.Connection | None = None
+) -> Iterator[psycopg.Connection]:
     """A transaction in which row-level security sees only `tenant_id`'s rows."""
     if not tenant_id:
         raise ValueError("tenant_id is required for a tenant-scoped transaction")

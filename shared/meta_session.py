@@ -14,8 +14,8 @@ from shared import credentials
 from shared.db import tenant_tx
 from shared.errors import MetaNotConnected, MetaRateLimited, MetaReconnectRequired, MetaUnavailable
 from shared.graph import GraphClient
-from shared.graph_errors import MetaError, MetaRateLimited as GraphRateLimited
-from shared.graph_errors import MetaTokenInvalid, MetaTransient
+from shared.graph_errors import MetaError, MetaTokenInvalid, MetaTransient
+from shared.graph_errors import MetaRateLimited as GraphRateLimited
 from shared.observability import logger, metrics
 
 

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     frontend_url: str = "http://localhost:3000"
     database_url: SecretStr | None = None
     database_secret_arn: str | None = None
+    migrations_database_url: SecretStr | None = None
+    migrations_secret_arn: str | None = None
     oauth_state_table: str = ""
     idempotency_table: str = ""
     token_kms_key_id: str = ""
@@ -77,18 +79,28 @@ class Settings(BaseSettings):
         raise RuntimeError("META_APP_SECRET or META_APP_SECRET_ARN must be set")
 
     def database_dsn(self) -> str:
-        if self.database_url is not None:
-            return self.database_url.get_secret_value()
-        if self.database_secret_arn:
-            from aws_lambda_powertools.utilities import parameters
+        """The application role's DSN (no BYPASSRLS)."""
+        return _dsn(self.database_url, self.database_secret_arn, "DATABASE_URL")
 
-            secret = parameters.get_secret(self.database_secret_arn, transform="json", max_age=300)
-            return (
-                f"host={secret['host']} port={secret.get('port', 5432)} "
-                f"dbname={secret.get('dbname', 'postgres')} user={secret['username']} "
-                f"password={secret['password']} sslmode=require"
-            )
-        raise RuntimeError("DATABASE_URL or DATABASE_SECRET_ARN must be set")
+    def migrations_dsn(self) -> str:
+        """The schema owner's DSN, used only to migrate."""
+        return _dsn(self.migrations_database_url, self.migrations_secret_arn,
+                    "MIGRATIONS_DATABASE_URL")
+
+
+def _dsn(url: SecretStr | None, secret_arn: str | None, name: str) -> str:
+    if url is not None:
+        return url.get_secret_value()
+    if secret_arn:
+        from aws_lambda_powertools.utilities import parameters
+
+        secret = parameters.get_secret(secret_arn, transform="json", max_age=300)
+        return (
+            f"host={secret['host']} port={secret.get('port', 5432)} "
+            f"dbname={secret.get('dbname', 'postgres')} user={secret['username']} "
+            f"password={secret['password']} sslmode=require"
+        )
+    raise RuntimeError(f"{name} or its secret ARN must be set")
 
 
 @lru_cache(maxsize=1)

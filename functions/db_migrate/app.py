@@ -1,0 +1,46 @@
+"""CloudFormation custom resource: applies pending migrations during `sam deploy`.
+
+The functions' new versions depend on this resource, so the schema is migrated before new code
+takes traffic. Migrations are expand/contract (additive first, removals a release later), so
+rolling code back never needs a schema rollback: Delete therefore changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from shared.migrator import migrate
+from shared.observability import entrypoint, logger
+from shared.settings import get_settings
+
+
+def _respond(event: dict, status: str, reason: str = "", data: dict | None = None) -> None:
+    body = {
+        "Status": status,
+        "Reason": reason[:200] or status,
+        "PhysicalResourceId": event.get("PhysicalResourceId") or "schema-migrations",
+        "StackId": event["StackId"],
+        "RequestId": event["RequestId"],
+        "LogicalResourceId": event["LogicalResourceId"],
+        "Data": data or {},
+    }
+    # The pre-signed S3 URL takes a body with an empty content type.
+    httpx.put(event["ResponseURL"], content=json.dumps(body), headers={"content-type": ""},
+              timeout=10).raise_for_status()
+
+
+@entrypoint
+def lambda_handler(event: dict, context) -> None:
+    request = event.get("RequestType")
+    try:
+        if request in ("Create", "Update"):
+            applied = migrate(get_settings().migrations_dsn())
+            logger.info("schema_migrated", extra={"applied": applied})
+            _respond(event, "SUCCESS", data={"Applied": ",".join(applied) or "none"})
+        else:
+            _respond(event, "SUCCESS", "Delete leaves the schema as it is")
+    except Exception as exc:  # noqa: BLE001 - CloudFormation must hear back, or it waits an hour
+        logger.exception("schema_migration_failed", extra={"error_type": type(exc).__name__})
+        _respond(event, "FAILED", f"Migration failed: {type(exc).__name__}")

@@ -1,0 +1,94 @@
+"""The deploy-time migration custom resource, answering CloudFormation over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from werkzeug.wrappers import Request, Response
+
+from devstack.lambda_context import LocalContext
+from devstack.local_api import ServerThread
+from devstack.stack import reset_caches
+from shared.migrator import available
+
+
+@pytest.fixture
+def cloudformation():
+    """Stands in for the pre-signed S3 URL CloudFormation waits on."""
+    received: list[dict] = []
+
+    def app(environ, start_response):
+        request = Request(environ)
+        received.append(json.loads(request.get_data()))
+        return Response("")(environ, start_response)
+
+    server = ServerThread(app)
+    yield server.url, received
+    server.stop()
+
+
+@pytest.fixture
+def empty_database(stack, monkeypatch):
+    params = conninfo_to_dict(stack.database.owner_dsn)
+    name = f"migrate_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(stack.database.owner_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    params["dbname"] = name
+    dsn = make_conninfo(**params)
+    monkeypatch.setenv("MIGRATIONS_DATABASE_URL", dsn)
+    reset_caches()
+    yield dsn
+    reset_caches()
+    with psycopg.connect(stack.database.owner_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _event(url: str, request_type: str) -> dict:
+    return {"RequestType": request_type, "ResponseURL": f"{url}/cfn-response",
+            "StackId": "arn:aws:cloudformation:us-east-1:0:stack/s/1", "RequestId": "r-1",
+            "LogicalResourceId": "SchemaMigrations", "ResourceType": "Custom::SchemaMigrations",
+            "ResourceProperties": {"MigrationsHash": "abc"}}
+
+
+def test_create_applies_every_migration_then_update_applies_none(cloudformation, empty_database):
+    from functions.db_migrate.app import lambda_handler
+
+    url, received = cloudformation
+    lambda_handler(_event(url, "Create"), LocalContext(function_name="db_migrate"))
+    lambda_handler(_event(url, "Update"), LocalContext(function_name="db_migrate"))
+
+    assert [r["Status"] for r in received] == ["SUCCESS", "SUCCESS"]
+    assert received[0]["Data"]["Applied"] == ",".join(available())
+    assert received[1]["Data"]["Applied"] == "none"
+    with psycopg.connect(empty_database) as conn:
+        tables = {r[0] for r in conn.execute(
+            "SELECT relname FROM pg_class WHERE relrowsecurity AND relforcerowsecurity")}
+    assert {"credentials", "leads", "automation_logs"} <= tables
+
+
+def test_failure_is_reported_to_cloudformation_without_details(cloudformation, monkeypatch):
+    from functions.db_migrate.app import lambda_handler
+
+    url, received = cloudformation
+    unreachable = "host=127.0.0.1 port=1 dbname=x user=x password=hunter2"
+    monkeypatch.setenv("MIGRATIONS_DATABASE_URL", unreachable)
+    reset_caches()
+    lambda_handler(_event(url, "Update"), LocalContext(function_name="db_migrate"))
+    reset_caches()
+
+    assert received[0]["Status"] == "FAILED"
+    assert "hunter2" not in json.dumps(received)
+
+
+def test_delete_leaves_the_schema(cloudformation, stack):
+    from functions.db_migrate.app import lambda_handler
+
+    url, received = cloudformation
+    lambda_handler(_event(url, "Delete"), LocalContext(function_name="db_migrate"))
+    assert received[0]["Status"] == "SUCCESS"
+    with psycopg.connect(stack.database.owner_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 1
