@@ -12,9 +12,11 @@ import hashlib
 import hmac
 import json as jsonlib
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,6 +42,13 @@ MIN_ATTEMPT_SECONDS = 0.05
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Graph echoes these in paging.next URLs; we resend our own auth instead of theirs.
 _AUTH_PARAMS = {"access_token", "appsecret_proof"}
+
+
+@lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    # Building a CA bundle context costs ~50 ms; share it (it holds no credentials) so that
+    # "one client per tenant call" stays cheap.
+    return httpx.create_ssl_context()
 
 
 def appsecret_proof(access_token: str, app_secret: str) -> str:
@@ -244,7 +253,7 @@ class GraphClient(_GraphCore):
         super().__init__(access_token, app_secret=app_secret, base_url=base_url, version=version,
                          timeout=timeout, deadline=deadline, app_id=app_id,
                          max_attempts=max_attempts, backoff_base=backoff_base)
-        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._http = httpx.Client(timeout=timeout, transport=transport, verify=_tls_context())
 
     @classmethod
     def for_token(cls, token: str | None, deadline: float | None = None) -> GraphClient:
@@ -349,7 +358,8 @@ class AsyncGraphClient(_GraphCore):
         super().__init__(access_token, app_secret=app_secret, base_url=base_url, version=version,
                          timeout=timeout, deadline=deadline, app_id=app_id,
                          max_attempts=max_attempts, backoff_base=backoff_base)
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport,
+                                       verify=_tls_context())
 
     @classmethod
     def for_token(cls, token: str | None, deadline: float | None = None) -> AsyncGraphClient:

@@ -19,12 +19,17 @@ def meta_sandbox() -> Iterator[RunningSandbox]:
     running.stop()
 
 
-@pytest.fixture
-def sandbox_control(meta_sandbox: RunningSandbox) -> Iterator[SandboxControl]:
-    """Control client on a freshly reset world (faults, latency and log cleared)."""
+@pytest.fixture(scope="session")
+def _sandbox_control_session(meta_sandbox: RunningSandbox) -> Iterator[SandboxControl]:
     with SandboxControl(meta_sandbox.url) as control:
-        control.reset()
         yield control
+
+
+@pytest.fixture
+def sandbox_control(_sandbox_control_session: SandboxControl) -> SandboxControl:
+    """Control client on a freshly reset world (faults, latency and log cleared)."""
+    _sandbox_control_session.reset()
+    return _sandbox_control_session
 
 
 @pytest.fixture

@@ -19,7 +19,10 @@ from shared.graph_errors import (
     MetaTransient,
     parse_usage,
 )
-from tests.fixtures_sandbox import graph_factory, meta_sandbox, sandbox_control  # noqa: F401
+
+# The sandbox fixtures (meta_sandbox, sandbox_control, graph_factory); harmless once conftest
+# imports them too.
+pytest_plugins = ("tests.fixtures_sandbox",)
 
 FAST = {"backoff_base": 0.02}
 
@@ -62,10 +65,11 @@ def test_paginate_follows_cursors_across_empty_pages(graph):
 
 
 def test_paginate_real_edge(graph_factory, sandbox_control):
-    token = sandbox_control.issue_token(scopes=["ads_read", "ads_management", "business_management"])
+    scopes = ["ads_read", "ads_management", "business_management"]
+    token = sandbox_control.issue_token(scopes=scopes)
     graph = graph_factory(token)
     perms = list(graph.paginate("me/permissions", {"limit": 1}))
-    assert [p["permission"] for p in perms] == ["ads_read", "ads_management", "business_management"]
+    assert [p["permission"] for p in perms] == scopes
     assert graph.request_count == 3
 
 

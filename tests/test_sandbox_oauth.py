@@ -12,7 +12,10 @@ import pytest
 
 from sandbox.world import OTHER_APP_ID, SEED_APP_ID
 from shared.graph_errors import MetaRequestError, MetaTokenInvalid
-from tests.fixtures_sandbox import graph_factory, meta_sandbox, sandbox_control  # noqa: F401
+
+# The sandbox fixtures (meta_sandbox, sandbox_control, graph_factory); harmless once conftest
+# imports them too.
+pytest_plugins = ("tests.fixtures_sandbox",)
 
 CALLBACK = "http://127.0.0.1:8123/crm/auth/meta/callback"
 SCOPES = ["ads_read", "business_management", "whatsapp_business_messaging"]
