@@ -24,13 +24,14 @@ import httpx
 
 from shared.graph_errors import (
     MetaError,
+    MetaRateLimited,
     MetaTransient,
     Usage,
     error_from_body,
     parse_usage,
     transport_error,
 )
-from shared.observability import logger
+from shared.observability import counters, logger
 
 BATCH_LIMIT = 50  # BATCH: "limited to 50 requests per batch"
 MAX_ATTEMPTS = 4
@@ -179,15 +180,22 @@ class _GraphCore:
     def handle(self, response: httpx.Response) -> Any:
         usage = parse_usage(response.headers)
         self.last_usage = usage
+        counters.incr("MetaApiCalls")
         try:
             body = response.json()
         except ValueError:
             body = None
         if response.status_code >= 400 or (isinstance(body, dict) and "error" in body):
-            raise error_from_body(response.status_code, body, usage)
+            error = error_from_body(response.status_code, body, usage)
+            if isinstance(error, MetaTransient | MetaRateLimited):
+                # Meta's side failing or throttling us: what the failure-rate alarm watches.
+                counters.incr("MetaApiFailures")
+            raise error
         return body
 
     def transport_failure(self, exc: httpx.TransportError) -> MetaTransient:
+        counters.incr("MetaApiCalls")
+        counters.incr("MetaApiFailures")
         kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
         # The exception text is httpx's own (no URL), but keep only its class to be safe.
         return transport_error(kind, type(exc).__name__)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +13,28 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics(namespace="CrmVentas/MarketingHub")
+
+
+class _CallCounters:
+    """Per-invocation counts of high-volume events (one per Graph call), emitted as one metric
+    value each at the end of the invocation instead of thousands of EMF data points."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def incr(self, name: str, value: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += value
+
+    def flush(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+        for name, value in counts.items():
+            metrics.add_metric(name=name, unit="Count", value=value)
+
+
+counters = _CallCounters()
 
 
 def entrypoint(handler: Callable[[dict, Any], Any]) -> Callable[[dict, Any], Any]:
@@ -24,6 +48,9 @@ def entrypoint(handler: Callable[[dict, Any], Any]) -> Callable[[dict, Any], Any
     @metrics.log_metrics(capture_cold_start_metric=True)
     @functools.wraps(handler)
     def wrapped(event: dict, context: Any) -> Any:
-        return handler(event, context)
+        try:
+            return handler(event, context)
+        finally:
+            counters.flush()
 
     return wrapped
