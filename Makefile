@@ -87,8 +87,8 @@ rollback: $(STAMP)
 build: $(TOOLS_STAMP)
 	AWS_DEFAULT_REGION=us-east-1 $(SAM) build --template template.yaml
 
-deploy: build
-	$(SAM) deploy --config-env $(ENV)
+deploy: build $(STAMP)
+	$(SAM) deploy --config-env $(ENV) --parameter-overrides "$$($(PY) -m devstack.deploy_params $(ENV))"
 
 smoke: $(STAMP)
 	@test -n "$(URL)" || (echo "usage: make smoke URL=https://... TOKEN=<a CRM JWT>" && exit 2)
