@@ -10,6 +10,9 @@ from moto.server import ThreadedMotoServer
 from devstack.template import resources
 
 REGION = "us-east-1"
+# moto accepts any credentials; passing them here lets `make demo` run in a shell without any
+# (the stack exports them to the environment only after these setup calls).
+_FAKE = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 def free_port() -> int:
@@ -27,7 +30,7 @@ def start_moto() -> tuple[ThreadedMotoServer, str]:
 
 def create_tables(endpoint: str, prefix: str = "local") -> dict[str, str]:
     """Create every AWS::DynamoDB::Table of template.yaml; returns logical id -> table name."""
-    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION)
+    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION, **_FAKE)
     names = {}
     for logical_id, props in resources("AWS::DynamoDB::Table").items():
         name = f"{prefix}-{logical_id}"
@@ -49,11 +52,11 @@ def create_tables(endpoint: str, prefix: str = "local") -> dict[str, str]:
 
 
 def create_key(endpoint: str) -> str:
-    kms = boto3.client("kms", endpoint_url=endpoint, region_name=REGION)
+    kms = boto3.client("kms", endpoint_url=endpoint, region_name=REGION, **_FAKE)
     return kms.create_key(Description="local token key")["KeyMetadata"]["KeyId"]
 
 
 def create_event_bus(endpoint: str, name: str = "marketing-hub-local") -> str:
-    events = boto3.client("events", endpoint_url=endpoint, region_name=REGION)
+    events = boto3.client("events", endpoint_url=endpoint, region_name=REGION, **_FAKE)
     events.create_event_bus(Name=name)
     return name

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jwt
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from devstack import jwt_tokens
@@ -157,11 +157,19 @@ def to_response(result: dict) -> Response:
     return response
 
 
+class _PathOnlyLog(WSGIRequestHandler):
+    """Access log without query strings: the OAuth callback's query carries a code and state."""
+
+    def log_request(self, code="-", size="-") -> None:
+        path = self.path.split("?", 1)[0]
+        self.log("info", '"%s %s" %s', self.command, path, code)
+
+
 class ServerThread:
     """A threaded WSGI server on 127.0.0.1 in a background thread."""
 
     def __init__(self, app, port: int = 0, host: str = "127.0.0.1"):
-        self.server = make_server(host, port, app, threaded=True)
+        self.server = make_server(host, port, app, threaded=True, request_handler=_PathOnlyLog)
         self.server.daemon_threads = True
         self.port = self.server.server_port
         self.url = f"http://{host}:{self.port}"

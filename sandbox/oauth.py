@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 from urllib.parse import urlencode
@@ -11,7 +12,7 @@ from urllib.parse import urlencode
 from werkzeug.wrappers import Response
 
 from sandbox.core import Area, Ctx, GraphError, json_response, token_error
-from sandbox.world import CODE_TTL_SECONDS, SEED_APP_ID, App, Token
+from sandbox.world import CODE_TTL_SECONDS, SEED_APP_ID, App, Token, World
 
 area = Area("oauth")
 
@@ -118,6 +119,7 @@ def decide(ctx: Ctx) -> Response:
             granted.insert(0, implicit)
             declined = [s for s in declined if s != implicit]
     code = ctx.world.issue_code(client_id, redirect_uri, user_id, granted, declined)
+    _remember_overrides(ctx, code.value)
     query = {"code": code.value, "state": state}
     if "granted_scopes" in p.get("response_type", ""):
         query["granted_scopes"] = ",".join(granted)
@@ -169,6 +171,7 @@ def access_token(ctx: Ctx) -> dict[str, Any]:
                              "request", subcode=36008)
         code.used = True
     token = world.issue_token(code.user_id, app.id, code.scopes, declined=code.declined)
+    _carry_overrides(ctx, code.value, token.value)
     return _grant(ctx, token)
 
 
@@ -187,9 +190,12 @@ def _exchange_long_lived(ctx: Ctx, app: App, old_value: str) -> dict[str, Any]:
         # LL: "You can not use an expired token to request a long-lived token".
         raise token_error(old, old.revoked_subcode or 463, world.now())
     expires_at = None if world.oauth.extend_on_exchange else old.expires_at
-    token = world.issue_token(old.user_id, app.id, old.scopes, kind="long",
-                              expires_at=expires_at,
-                              data_access_expires_at=old.data_access_expires_at,
+    override = _take_overrides(ctx, old_value)
+    token = world.issue_token(old.user_id, override.get("app_id", app.id), old.scopes,
+                              kind="long",
+                              expires_at=override.get("expires_at", expires_at),
+                              data_access_expires_at=override.get(
+                                  "data_access_expires_at", old.data_access_expires_at),
                               declined=old.declined)
     return _grant(ctx, token)
 
@@ -296,3 +302,52 @@ def control_state(ctx: Ctx) -> Response:
             "apps": [{"id": a.id, "name": a.name} for a in w.apps.values()],
             "users": [{"id": u.id, "name": u.name} for u in w.users.values()],
             "tokens": len(w.tokens), "codes": len(w.codes), "areas": sorted(w.areas)})
+
+
+# -- per-flow test overrides: how the long-lived token of ONE consent comes out ----------------
+# The consent form (or SandboxControl-style direct POSTs) may carry these test-only fields; they
+# follow that flow's code -> short-lived token -> long-lived token and touch nothing else, so a
+# test can make Meta hand back a token of another app, one that never expires (expires_at 0) or
+# one already expired, without changing global sandbox state.
+FLOW_OVERRIDES = {
+    "sandbox_token_app_id": "app_id",
+    "sandbox_token_expires_at": "expires_at",
+    "sandbox_data_access_expires_at": "data_access_expires_at",
+}
+
+
+@dataclass
+class OAuthAreaState:
+    by_code: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_short_token: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@area.seed
+def seed(world: World) -> OAuthAreaState:
+    return OAuthAreaState()
+
+
+def _remember_overrides(ctx: Ctx, code_value: str) -> None:
+    p = ctx.params
+    found: dict[str, Any] = {}
+    for form_name, key in FLOW_OVERRIDES.items():
+        if p.get(form_name, "") != "":
+            found[key] = p[form_name] if key == "app_id" else int(p[form_name])
+    if "app_id" in found and found["app_id"] not in ctx.world.apps:
+        raise GraphError(101, "Error validating application. Invalid application ID.")
+    if found:
+        with ctx.world.lock:
+            ctx.world.area("oauth").by_code[code_value] = found
+
+
+def _carry_overrides(ctx: Ctx, code_value: str, short_token: str) -> None:
+    with ctx.world.lock:
+        state = ctx.world.area("oauth")
+        found = state.by_code.pop(code_value, None)
+        if found:
+            state.by_short_token[short_token] = found
+
+
+def _take_overrides(ctx: Ctx, short_token: str) -> dict[str, Any]:
+    with ctx.world.lock:
+        return ctx.world.area("oauth").by_short_token.pop(short_token, {})
