@@ -69,7 +69,8 @@ class EventCapture:
         import boto3
 
         self.sqs = boto3.client("sqs")
-        self.queue_url = self.sqs.create_queue(QueueName=f"capture-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        queue_name = f"capture-{uuid.uuid4().hex[:8]}"
+        self.queue_url = self.sqs.create_queue(QueueName=queue_name)["QueueUrl"]
         arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
             "Attributes"]["QueueArn"]
         events = boto3.client("events")

@@ -12,7 +12,8 @@ from shared.settings import get_settings
 
 def _state_item(state: str) -> dict | None:
     table = get_settings().oauth_state_table
-    item = boto3.client("dynamodb").get_item(TableName=table, Key={"state_hash": {"S": sha256_hex(state)}})
+    key = {"state_hash": {"S": sha256_hex(state)}}
+    item = boto3.client("dynamodb").get_item(TableName=table, Key=key)
     return item.get("Item")
 
 

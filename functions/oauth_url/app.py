@@ -8,7 +8,6 @@ from shared.oauth_dialog import dialog_url
 from shared.oauth_state import BINDING_COOKIE, STATE_TTL_SECONDS, create_state
 from shared.observability import entrypoint, logger
 
-
 app = build_resolver()
 
 
