@@ -46,6 +46,26 @@ class Settings(BaseSettings):
     token_kms_key_id: str = ""
     event_bus_name: str = "default"
 
+    # Ads sync (issue 5): how far back a first sync reaches, how many recent days every run
+    # re-reads for Meta's late attribution, the days per insights request, the estimated row
+    # count above which Meta's async report jobs are used, and how a report is polled.
+    ads_initial_sync_days: int = Field(default=90, ge=1, le=1100)
+    ads_lookback_days: int = Field(default=28, ge=0, le=90)
+    ads_insights_chunk_days: int = Field(default=30, ge=1, le=90)
+    ads_async_threshold_rows: int = Field(default=5000, ge=1)
+    ads_async_poll_seconds: float = Field(default=5.0, ge=0, le=60)
+    ads_async_max_wait_seconds: float = Field(default=120.0, ge=0, le=840)
+
+    # Token lifecycle (issue 4). The window is the promise: a token is renewed, or the tenant is
+    # told to reconnect, at least this long before it expires. Work starts `lead` earlier so that
+    # the hourly schedule and a few failed attempts still leave the whole window. A connection
+    # Meta would not extend is retried once per recheck interval; at most `concurrency` tenants
+    # are in flight at Meta at once.
+    token_refresh_window_days: float = Field(default=7.0, gt=0, le=50)
+    token_refresh_lead_hours: float = Field(default=24.0, ge=0, le=240)
+    token_refresh_recheck_hours: float = Field(default=24.0, gt=0, le=240)
+    token_refresh_concurrency: int = Field(default=32, ge=1, le=200)
+
     tenant_claim: str = "custom:tenant_id"
     role_claim: str = "custom:role"
     admin_role: str = "admin"
