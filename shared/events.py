@@ -29,3 +29,27 @@ def publish(detail_type: str, detail: dict[str, Any]) -> None:
         code = result["Entries"][0].get("ErrorCode")
         logger.error("event_publish_failed", extra={"detail_type": detail_type, "code": code})
         raise EventPublishError(f"EventBridge refused {detail_type}: {code}")
+
+
+PUT_EVENTS_LIMIT = 10  # PutEvents takes at most 10 entries per call
+
+
+def publish_many(detail_type: str, details: list[dict[str, Any]]) -> int:
+    """Put many events of one type, 10 per call; returns how many EventBridge accepted.
+    Entries it refuses are logged (by error code only) and not raised: the caller decides."""
+    accepted = 0
+    bus = get_settings().event_bus_name
+    for start in range(0, len(details), PUT_EVENTS_LIMIT):
+        chunk = details[start : start + PUT_EVENTS_LIMIT]
+        result = client("events").put_events(Entries=[{
+            "Source": SOURCE, "DetailType": detail_type,
+            "Detail": json.dumps(detail, default=str), "EventBusName": bus,
+        } for detail in chunk])
+        failed = int(result.get("FailedEntryCount") or 0)
+        accepted += len(chunk) - failed
+        if failed:
+            codes = sorted({e.get("ErrorCode") for e in result.get("Entries", [])
+                            if e.get("ErrorCode")})
+            logger.error("event_publish_failed", extra={"detail_type": detail_type,
+                                                        "failed": failed, "codes": codes})
+    return accepted

@@ -1,0 +1,20 @@
+"""GET /crm/marketing/meta-accounts: every ad account the tenant's Meta token can use (admin)."""
+
+from shared.ads_accounts import wizard_accounts
+from shared.api import build_resolver, current_principal, http_response
+from shared.graph import deadline_from_context
+from shared.observability import entrypoint
+
+app = build_resolver()
+
+
+@app.get("/crm/marketing/meta-accounts")
+def list_meta_accounts():
+    principal = current_principal(app, admin=True)
+    deadline = deadline_from_context(app.lambda_context)
+    return {"accounts": wizard_accounts(principal.tenant_id, deadline)}
+
+
+@entrypoint
+def lambda_handler(event: dict, context) -> dict:
+    return http_response(app, event, context)
