@@ -66,3 +66,12 @@ class AccountNotAccessible(AppError):
 class MetaUnavailable(AppError):
     status, code = 502, "meta_error"
     default_message = "Meta could not be reached or refused the request. Try again later."
+
+
+class BadRequest(AppError):
+    status, code, default_message = 400, "bad_request", "The request could not be read."
+
+
+class WhatsAppNotConnected(AppError):
+    status, code = 409, "whatsapp_not_connected"
+    default_message = "Connect a WhatsApp sender first."

@@ -1,0 +1,27 @@
+"""GET /crm/marketing/hsm/templates (member): synced templates with status and reason."""
+
+from typing import Annotated, Literal
+
+from aws_lambda_powertools.event_handler.openapi.params import Query
+
+from shared.api import build_resolver, current_principal, http_response
+from shared.observability import entrypoint
+from shared.whatsapp_templates import list_templates
+
+app = build_resolver()
+
+# Meta's template statuses, plus the states its status webhooks report (FLAGGED, LOCKED...).
+Status = Literal["APPROVED", "PENDING", "REJECTED", "PAUSED", "DISABLED", "IN_APPEAL",
+                 "PENDING_DELETION", "DELETED", "FLAGGED", "LIMIT_EXCEEDED", "ARCHIVED",
+                 "LOCKED"]
+
+
+@app.get("/crm/marketing/hsm/templates")
+def get_templates(status: Annotated[Status | None, Query()] = None):
+    principal = current_principal(app)
+    return list_templates(principal.tenant_id, status)
+
+
+@entrypoint
+def lambda_handler(event: dict, context) -> dict:
+    return http_response(app, event, context)

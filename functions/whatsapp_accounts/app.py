@@ -1,0 +1,24 @@
+"""GET /crm/marketing/whatsapp-accounts (admin): WABAs and phone numbers the token can use."""
+
+from shared.api import build_resolver, current_principal, http_response
+from shared.graph import deadline_from_context
+from shared.meta_session import tenant_graph
+from shared.observability import entrypoint, logger
+from shared.whatsapp_accounts import list_accounts
+
+app = build_resolver()
+
+
+@app.get("/crm/marketing/whatsapp-accounts")
+def get_whatsapp_accounts():
+    principal = current_principal(app, admin=True)
+    with tenant_graph(principal.tenant_id, deadline_from_context(app.lambda_context)) as graph:
+        accounts = list_accounts(graph)
+    logger.info("whatsapp_accounts_listed", extra={"tenant_id": principal.tenant_id,
+                                                   "accounts": len(accounts)})
+    return {"accounts": accounts}
+
+
+@entrypoint
+def lambda_handler(event: dict, context) -> dict:
+    return http_response(app, event, context)
