@@ -198,7 +198,11 @@ class _GraphCore:
         counters.incr("MetaApiFailures")
         kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
         # The exception text is httpx's own (no URL), but keep only its class to be safe.
-        return transport_error(kind, type(exc).__name__)
+        error = transport_error(kind, type(exc).__name__)
+        # Only a request that never left us is certainly unseen by Meta; a timeout or a dropped
+        # connection after sending is ambiguous (a send may have been accepted).
+        error.request_sent = not isinstance(exc, _NOT_SENT)
+        return error
 
     # -- retry planning ---------------------------------------------------------------------
     def attempt_timeout(self, last_error: MetaError | None) -> float:
@@ -206,7 +210,11 @@ class _GraphCore:
             return self.timeout
         remaining = self.deadline - time.monotonic()
         if remaining < MIN_ATTEMPT_SECONDS:
-            raise last_error or MetaTransient("deadline reached before the call", is_transient=True)
+            if last_error is not None:
+                raise last_error
+            error = MetaTransient("deadline reached before the call", is_transient=True)
+            error.request_sent = False
+            raise error
         return min(self.timeout, remaining)
 
     def retry_delay(self, error: MetaError, attempt: int, may_retry: bool) -> float | None:
@@ -264,8 +272,10 @@ class GraphClient(_GraphCore):
         self._http = httpx.Client(timeout=timeout, transport=transport, verify=_tls_context())
 
     @classmethod
-    def for_token(cls, token: str | None, deadline: float | None = None) -> GraphClient:
-        return cls(token, **cls._settings_kwargs(deadline))
+    def for_token(cls, token: str | None, deadline: float | None = None,
+                  **options: Any) -> GraphClient:
+        """A client from settings; `options` override constructor arguments (max_attempts...)."""
+        return cls(token, **{**cls._settings_kwargs(deadline), **options})
 
     def __enter__(self) -> Self:
         return self
@@ -362,16 +372,22 @@ class AsyncGraphClient(_GraphCore):
         app_id: str | None = None,
         max_attempts: int = MAX_ATTEMPTS,
         backoff_base: float = BACKOFF_BASE_SECONDS,
+        limits: httpx.Limits | None = None,
     ) -> None:
         super().__init__(access_token, app_secret=app_secret, base_url=base_url, version=version,
                          timeout=timeout, deadline=deadline, app_id=app_id,
                          max_attempts=max_attempts, backoff_base=backoff_base)
+        # limits: connection pool size, for fan-outs wider than httpx's default of 100.
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport,
-                                       verify=_tls_context())
+                                       verify=_tls_context(),
+                                       **({"limits": limits} if limits else {}))
 
     @classmethod
-    def for_token(cls, token: str | None, deadline: float | None = None) -> AsyncGraphClient:
-        return cls(token, **cls._settings_kwargs(deadline))
+    def for_token(cls, token: str | None, deadline: float | None = None,
+                  **options: Any) -> AsyncGraphClient:
+        """A client from settings; `options` override constructor arguments (max_attempts,
+        limits...)."""
+        return cls(token, **{**cls._settings_kwargs(deadline), **options})
 
     async def __aenter__(self) -> Self:
         return self

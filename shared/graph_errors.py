@@ -101,6 +101,10 @@ def parse_usage(headers: Mapping[str, str]) -> Usage:
 class MetaError(Exception):
     """A failed Graph call. str() carries only Meta's message, never the payload or a token."""
 
+    # False only when the request certainly never reached Meta (set by the clients for connect
+    # failures and an exhausted deadline): a write that failed so was certainly not applied.
+    request_sent: bool = True
+
     def __init__(
         self,
         message: str,
