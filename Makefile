@@ -42,6 +42,13 @@ demo: $(STAMP)
 dev: $(STAMP)
 	$(PY) -m devstack.dev
 
+# The browser end-to-end tests alone (also part of `make test`). They drive Debian's Chromium
+# at /usr/bin/chromium (apt-get install chromium), never a downloaded browser, and are skipped
+# when it is missing. Screenshots of failures land in test-results/.
+.PHONY: e2e
+e2e: $(STAMP)
+	$(VENV)/bin/pytest -q tests/e2e
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
@@ -83,6 +90,11 @@ migrate: $(STAMP)
 
 rollback: $(STAMP)
 	$(PY) -m shared.migrator rollback
+
+# Performance figures -> BENCHMARKS.md (about 10 minutes; not part of `make test`).
+# ONLY=<scenario>[,<scenario>] reruns some: cold_start wizard token_refresh hsm_dispatch api_load kms
+bench: $(STAMP)
+	$(PY) -m bench $(if $(ONLY),--only $(ONLY))
 
 build: $(TOOLS_STAMP)
 	AWS_DEFAULT_REGION=us-east-1 $(SAM) build --template template.yaml

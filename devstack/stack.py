@@ -10,7 +10,7 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 
-from devstack import aws_local
+from devstack import aws_local, openapi
 from devstack.local_api import LocalApi, ServerThread
 from devstack.postgres import LocalDatabase, provision
 
@@ -40,6 +40,8 @@ class LocalStack:
     frontend_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     database: LocalDatabase | None = None
+    # More local-only routes for LocalApi (e.g. devstack/dev_routes.py: the reference page).
+    extra_routes: dict | None = None
 
     def start(self) -> LocalStack:
         from sandbox.server import start as start_sandbox
@@ -48,7 +50,8 @@ class LocalStack:
         self.moto, self.aws_endpoint = aws_local.start_moto()
         self.sandbox = start_sandbox()
         self.database = provision()
-        self.api = LocalApi()
+        # GET /openapi.json: the whole HTTP API's OpenAPI document (devstack/openapi.py).
+        self.api = LocalApi(extra_routes={**openapi.routes(), **(self.extra_routes or {})})
         self.api_server = ServerThread(self.api.wsgi, port=self.api_port)
         tables = aws_local.create_tables(self.aws_endpoint)
         self.env = {
