@@ -8,15 +8,17 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
-_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=5)
-
 
 @cache
 def client(service: str) -> Any:
-    return boto3.client(service, config=_CONFIG)
+    # boto3 is imported here, on first use: importing it costs a cold start ~0.1 s, and many
+    # functions import this module (through shared.events) without calling AWS on every event.
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3,
+                    read_timeout=5)
+    return boto3.client(service, config=config)
 
 
 def reset_clients() -> None:

@@ -28,11 +28,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from shared.observability import logger
+
+# botocore and cryptography are imported on first use, not here: every function that reads a
+# credential row imports this module, and most of them decrypt nothing on their first event
+# (cold start, measured by `make bench ONLY=cold_start`).
 
 __all__ = [
     "BLOB_VERSION",
@@ -184,6 +184,9 @@ class TokenCipher:
     def encrypt(self, plaintext: str, *, tenant_id: str, credential: str) -> bytes:
         if not isinstance(plaintext, str):
             raise TypeError("plaintext must be a str")
+        from botocore.exceptions import BotoCoreError, ClientError
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         context = _context(tenant_id, credential)
         self._count("GenerateDataKey")
         try:
@@ -220,6 +223,9 @@ class TokenCipher:
         nonce = blob[edk_end : edk_end + _NONCE_SIZE]
         sealed = blob[edk_end + _NONCE_SIZE :]
 
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         data_key = self._data_key(edk, context)
         try:
             plaintext = AESGCM(data_key).decrypt(nonce, sealed, _aad(context))
@@ -237,6 +243,8 @@ class TokenCipher:
         cached = self._cache_get(cache_key)
         if cached is not None:
             return cached
+        from botocore.exceptions import BotoCoreError, ClientError
+
         self._count("Decrypt")
         try:
             response = self.kms.decrypt(
