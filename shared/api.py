@@ -60,6 +60,13 @@ def build_resolver() -> APIGatewayHttpResolver:
         fields = ", ".join(d["field"] for d in details)
         return error_response(422, "validation_error", f"Invalid input: {fields}.", details=details)
 
+    @app.exception_handler(UnicodeDecodeError)
+    def _not_utf8(_exc: UnicodeDecodeError) -> Response:
+        # A body that is not UTF-8 reaches us base64-encoded; Powertools' body decoding raises
+        # this before validation runs. It is bad input (422), not a server error.
+        details = [{"field": "body", "problem": "not UTF-8 encoded JSON"}]
+        return error_response(422, "validation_error", "Invalid input: body.", details=details)
+
     @app.exception_handler(MetaError)
     def _meta_error(exc: MetaError) -> Response:
         # A Meta failure the logic did not map itself: the client gets no Meta payload.
@@ -102,6 +109,27 @@ def _with_edge_headers(response: dict, event: dict) -> dict:
     return response
 
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _non_json_body(event: dict) -> bool:
+    """A body sent as something other than JSON. Every body this API takes is JSON; Powertools
+    answered other types with exceptions that surfaced as 500s (text/plain: unsupported content
+    type; multipart/form-data without a boundary: a bare ValueError)."""
+    method = ((event.get("requestContext") or {}).get("http") or {}).get("method", "")
+    if method.upper() not in _BODY_METHODS or not event.get("body"):
+        return False
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return bool(media) and media != "application/json" and not media.endswith("+json")
+
+
 def http_response(app: APIGatewayHttpResolver, event: dict, context: Any) -> dict:
     """Resolve the event and add the headers the contract puts on every response."""
+    if _non_json_body(event):
+        body = {"error": {"code": "unsupported_media_type",
+                          "message": "Send the body as JSON (Content-Type: application/json)."}}
+        return _with_edge_headers({"statusCode": 415, "body": json.dumps(body),
+                                   "headers": {"Content-Type": "application/json"},
+                                   "isBase64Encoded": False}, event)
     return _with_edge_headers(app.resolve(event, context), event)
