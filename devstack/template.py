@@ -36,8 +36,9 @@ def load_template() -> dict:
 
 
 def resources(kind: str) -> dict[str, dict]:
+    # Fn::ForEach loops (alarms) are lists, not resources: skip them.
     return {name: res.get("Properties", {}) for name, res in load_template()["Resources"].items()
-            if res["Type"] == kind}
+            if isinstance(res, dict) and res.get("Type") == kind}
 
 
 @dataclass(frozen=True)

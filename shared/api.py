@@ -16,7 +16,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from shared.auth import Principal, principal_from_claims, require_admin
 from shared.errors import AppError, MetaUnavailable, NotFound
 from shared.graph_errors import MetaError
-from shared.observability import logger
+from shared.observability import counters, logger
 from shared.settings import get_settings
 
 SECURITY_HEADERS = {
@@ -82,6 +82,7 @@ def build_resolver() -> APIGatewayHttpResolver:
     def _unexpected(exc: Exception) -> Response:
         # The client learns nothing about the failure; the log has the type, never the payload.
         logger.exception("unhandled_error", extra={"error_type": type(exc).__name__})
+        counters.incr("UnhandledErrors")  # the canary's gate alarm (template.yaml)
         return error_response(500, "internal_error", AppError.default_message)
 
     return app

@@ -52,5 +52,5 @@ def tenant_graph(tenant_id: str, deadline: float | None = None) -> Iterator[Grap
         metrics.add_metric(name="MetaApiThrottled", unit="Count", value=1)
         raise MetaRateLimited(int(exc.retry_after_seconds or 60)) from None
     except MetaTransient:
-        metrics.add_metric(name="MetaApiFailures", unit="Count", value=1)
+        # Already counted per call in MetaApiFailures by the client (the failure-rate alarm).
         raise MetaUnavailable() from None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.template import ROOT, function_handlers, http_routes, load_template
+from devstack.template import ROOT, function_handlers, http_routes, load_template, resources
 
 CONTRACT = ROOT.parent / "shared" / "CONTRACT.md"
 
@@ -70,9 +70,8 @@ def test_globals_fix_one_import_root_and_runtime():
 
 
 def test_no_function_sets_its_own_code_uri():
-    for name, res in load_template()["Resources"].items():
-        if res["Type"] == "AWS::Serverless::Function":
-            assert "CodeUri" not in res.get("Properties", {}), name
+    for name, props in resources("AWS::Serverless::Function").items():
+        assert "CodeUri" not in props, name
 
 
 def test_requirements_hold_runtime_dependencies_only():

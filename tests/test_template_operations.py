@@ -1,0 +1,133 @@
+"""template.yaml's production wiring (issue 7): migrations first, canaries gated by alarms,
+every schedule and rule with retries and a dead-letter queue, and alarms that watch metrics the
+code really emits. cfn-lint, `sam validate --lint` and checkov run in `make template-check`."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from devstack.template import ROOT, load_template, resources
+
+FUNCTIONS = resources("AWS::Serverless::Function")
+ASYNC_EVENTS = {"ScheduleV2", "EventBridgeRule"}
+
+
+def _loop(name: str) -> tuple[str, list[str], dict]:
+    identifier, collection, body = load_template()["Resources"][f"Fn::ForEach::{name}"]
+    return identifier, collection, body
+
+
+def _is_api_function(props: dict) -> bool:
+    return any(e["Type"] == "HttpApi" for e in props.get("Events", {}).values())
+
+
+def _alarm_names() -> set[str]:
+    """Alarm names as deployed, with ${Stage} and loop identifiers left as written."""
+    names = set()
+    for props in resources("AWS::CloudWatch::Alarm").values():
+        names.add(props["AlarmName"]["Fn::Sub"].rsplit("}-", 1)[-1])
+    for loop in ("FunctionAlarms", "DeadLetterQueues"):
+        _identifier, _collection, body = _loop(loop)
+        for resource in body.values():
+            if resource["Type"] == "AWS::CloudWatch::Alarm":
+                names.add(resource["Properties"]["AlarmName"]["Fn::Sub"].split("}-", 1)[-1])
+    return names
+
+
+def test_functions_wait_for_the_schema_migration():
+    for name, res in load_template()["Resources"].items():
+        if isinstance(res, dict) and res.get("Type") == "AWS::Serverless::Function":
+            if name == "DbMigrateFunction":
+                assert "DependsOn" not in res  # it runs the migration
+            else:
+                assert res.get("DependsOn") == "SchemaMigrations", name
+
+
+def test_every_function_has_error_and_throttle_alarms():
+    identifier, collection, body = _loop("FunctionAlarms")
+    assert set(collection) == set(FUNCTIONS)
+    metrics = {res["Properties"]["MetricName"] for res in body.values()}
+    assert metrics == {"Errors", "Throttles"}
+    for res in body.values():
+        assert res["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        dimension = res["Properties"]["Dimensions"][0]
+        assert dimension["Value"] == {"Fn::Sub": "${${%s}}" % identifier}
+
+
+def test_api_functions_shift_by_canary_gated_by_their_alarms_and_jobs_all_at_once():
+    preference = load_template()["Globals"]["Function"]["DeploymentPreference"]
+    assert preference["Type"] == "Canary10Percent5Minutes"
+    assert {"Ref": "UnhandledErrorsAlarm"} in preference["Alarms"]
+    assert {"Ref": "MetaApiFailureRateAlarm"} in preference["Alarms"]
+    for name, props in FUNCTIONS.items():
+        own = props["DeploymentPreference"]
+        if _is_api_function(props):
+            assert "Type" not in own, name  # the global canary
+            assert own["Alarms"] == [{"Ref": f"{name}ErrorsAlarm"}], name
+        else:
+            assert own == {"Type": "AllAtOnce"}, name
+
+
+def test_every_schedule_and_rule_retries_then_dead_letters_into_an_alarmed_queue():
+    _identifier, queues, _body = _loop("DeadLetterQueues")
+    alarmed = {f"{q}Dlq" for q in queues}
+    seen = set()
+    for name, props in FUNCTIONS.items():
+        for event_name, event in props.get("Events", {}).items():
+            if event["Type"] not in ASYNC_EVENTS:
+                continue
+            spec = event["Properties"]
+            assert spec["RetryPolicy"]["MaximumRetryAttempts"] >= 1, (name, event_name)
+            queue = spec["DeadLetterConfig"]["Arn"]["Fn::GetAtt"].split(".")[0]
+            assert queue in alarmed, (name, event_name)
+            seen.add(queue)
+    rule = resources("AWS::Events::Rule")["ReconnectRequiredRule"]
+    target = rule["Targets"][0]
+    assert target["Arn"] == {"Ref": "ReconnectTopic"}
+    seen.add(target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"].split(".")[0])
+    assert seen == alarmed  # no queue without a source, no source without a queue
+
+
+def test_schedules_run_at_the_cadence_the_jobs_assume():
+    def rate(function: str) -> set[str]:
+        return {e["Properties"]["ScheduleExpression"]
+                for e in FUNCTIONS[function]["Events"].values() if e["Type"] == "ScheduleV2"}
+
+    assert rate("TokenRefreshFunction") == {"rate(1 hour)"}
+    assert rate("HsmDispatchFunction") == {"rate(5 minutes)"}
+    # Hourly tick, but each account is due only after 20 h: a daily sync per account, spread out.
+    assert rate("CampaignSyncFunction") == {"rate(1 hour)"}
+
+
+def test_reconnect_events_reach_the_topic_the_crm_subscribes_to():
+    rule = resources("AWS::Events::Rule")["ReconnectRequiredRule"]
+    assert rule["EventPattern"]["detail-type"] == ["MetaReconnectRequired"]
+    from shared.token_refresh import RECONNECT_EVENT
+
+    assert RECONNECT_EVENT == "MetaReconnectRequired"
+
+
+def test_alarms_notify_the_email_topic():
+    subscription = resources("AWS::SNS::Subscription")["AlarmEmailSubscription"]
+    assert subscription["Endpoint"] == {"Ref": "AlarmEmail"}
+    for name, props in resources("AWS::CloudWatch::Alarm").items():
+        assert {"Ref": "AlarmTopic"} in props["AlarmActions"], name
+
+
+@pytest.mark.parametrize("metric", ["MetaApiFailures", "MetaApiCalls", "TokensExpiringSoon",
+                                    "HsmMessagesSent", "UnhandledErrors"])
+def test_alarmed_metrics_are_emitted_by_the_code(metric):
+    """An alarm on a metric nobody emits can never fire: each name must appear in shared/."""
+    code = "\n".join(p.read_text() for p in (ROOT / "shared").glob("*.py"))
+    assert re.search(rf'["\']{metric}["\']', code), metric
+    template = (ROOT / "template.yaml").read_text()
+    assert f"MetricName: {metric}" in template
+
+
+def test_runbook_alarm_table_matches_the_template():
+    runbook = (ROOT / "docs" / "DEPLOY.md").read_text()
+    documented = set(re.findall(r"^\| `(\w+)`", runbook, flags=re.MULTILINE))
+    deployed = {re.sub(r"-\$\{\w+\}$", "", n) for n in _alarm_names()}
+    assert documented == deployed, (documented ^ deployed)
