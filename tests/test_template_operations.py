@@ -53,7 +53,7 @@ def test_every_function_has_error_and_throttle_alarms():
     for res in body.values():
         assert res["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
         dimension = res["Properties"]["Dimensions"][0]
-        assert dimension["Value"] == {"Fn::Sub": "${${%s}}" % identifier}
+        assert dimension["Value"] == {"Fn::Sub": "${${" + identifier + "}}"}
 
 
 def test_api_functions_shift_by_canary_gated_by_their_alarms_and_jobs_all_at_once():
