@@ -125,12 +125,39 @@ def _non_json_body(event: dict) -> bool:
     return bool(media) and media != "application/json" and not media.endswith("+json")
 
 
-def http_response(app: APIGatewayHttpResolver, event: dict, context: Any) -> dict:
-    """Resolve the event and add the headers the contract puts on every response."""
+def _early_error(status: int, code: str, message: str, event: dict) -> dict:
+    """An error answered before routing (so before Powertools' body validation)."""
+    body = {"error": {"code": code, "message": message}}
+    return _with_edge_headers({"statusCode": status, "body": json.dumps(body),
+                               "headers": {"Content-Type": "application/json"},
+                               "isBase64Encoded": False}, event)
+
+
+def _refused_caller(event: dict, admin_methods: frozenset[str]) -> AppError | None:
+    """401/403 for an admin-only method, decided before the body is validated: Powertools
+    validates typed bodies before the route runs, which would tell a member a 422 (and what the
+    body should look like) where the contract says 403."""
+    method = ((event.get("requestContext") or {}).get("http") or {}).get("method", "").upper()
+    if method not in admin_methods:
+        return None
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    try:
+        require_admin(principal_from_claims((authorizer.get("jwt") or {}).get("claims")))
+    except AppError as exc:
+        return exc
+    return None
+
+
+def http_response(app: APIGatewayHttpResolver, event: dict, context: Any, *,
+                  admin_methods: frozenset[str] = frozenset()) -> dict:
+    """Resolve the event and add the headers the contract puts on every response.
+
+    `admin_methods`: the methods of this function's routes that only a tenant admin may call;
+    the caller is checked before anything about the request body."""
+    refused = _refused_caller(event, admin_methods)
+    if refused is not None:
+        return _early_error(refused.status, refused.code, refused.message, event)
     if _non_json_body(event):
-        body = {"error": {"code": "unsupported_media_type",
-                          "message": "Send the body as JSON (Content-Type: application/json)."}}
-        return _with_edge_headers({"statusCode": 415, "body": json.dumps(body),
-                                   "headers": {"Content-Type": "application/json"},
-                                   "isBase64Encoded": False}, event)
+        return _early_error(415, "unsupported_media_type",
+                            "Send the body as JSON (Content-Type: application/json).", event)
     return _with_edge_headers(app.resolve(event, context), event)

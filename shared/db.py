@@ -7,9 +7,12 @@ transaction and leak into the next invocation that reuses the connection.
 
 from __future__ import annotations
 
+import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -17,6 +20,11 @@ from psycopg.rows import dict_row
 from shared.settings import get_settings
 
 _local = threading.local()
+T = TypeVar("T")
+
+# Postgres aborts one side of a deadlock (or a serialization conflict); the whole transaction
+# can simply run again.
+_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
 def _open() -> psycopg.Connection:
@@ -75,3 +83,16 @@ def system_tx(conn: psycopg.Connection | None = None) -> Iterator[psycopg.Connec
     conn = conn or get_connection()
     with conn.transaction():
         yield conn
+
+
+def retry_conflicts(work: Callable[[], T], attempts: int = 3) -> T:
+    """Run `work` (which opens its own transaction) again when Postgres aborted it for a
+    deadlock or a serialization conflict. Only for work that is idempotent as a whole."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except _RETRYABLE:
+            if attempt == attempts:
+                raise
+            time.sleep(random.uniform(0.01, 0.05) * attempt)  # noqa: S311 - jitter, not crypto
+    raise AssertionError("unreachable")

@@ -24,7 +24,7 @@ from typing import Any
 
 from shared import webhook_store as store
 from shared import whatsapp_senders
-from shared.db import system_tx, tenant_tx
+from shared.db import retry_conflicts, system_tx, tenant_tx
 from shared.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
 from shared.observability import logger, metrics
 
@@ -276,8 +276,21 @@ def collect(payload: dict[str, Any], tenants: _Tenants, counts: Counter
 
 
 def apply(tenant_id: str, work: TenantWork, counts: Counter) -> None:
+    """One transaction for the tenant's part of the payload. A dispatch run updating the same
+    log rows can deadlock with it; Postgres then aborts one side and this runs again, which is
+    safe because statuses only move forward and every other change is a set, not an add."""
+    def attempt() -> Counter:
+        applied: Counter = Counter()
+        _apply_once(tenant_id, work, applied)
+        return applied
+
+    counts.update(retry_conflicts(attempt))
+
+
+def _apply_once(tenant_id: str, work: TenantWork, counts: Counter) -> None:
     with tenant_tx(tenant_id) as conn:
-        for item in work.deliveries:
+        # Rows in one order (by wamid) so two webhook deliveries never deadlock each other.
+        for item in sorted(work.deliveries, key=lambda d: (d["wamid"] or "", d["at"])):
             applied = store.apply_delivery(conn, wamid=item["wamid"], log_id=item["log_id"],
                                            status=item["status"], at=item["at"])
             counts["statuses" if applied else "statuses_unmatched"] += 1

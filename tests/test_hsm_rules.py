@@ -259,3 +259,15 @@ def test_lead_param_values_fill_missing_values():
     assert lead_param_values(["first_name", "name", "lead_source", "email"], lead) == [
         "Ana", "Ana María Pérez", "meta_ads", "-"]
     assert lead_param_values(["first_name"], {"name": ""}) == ["cliente"]
+
+
+@pytest.mark.parametrize("body", [{}, {"name": 5}, [1, 2], "not an object"])
+def test_member_gets_403_before_any_word_about_the_body(api, whatsapp_tenant, body):
+    """Authorization comes first: a member learns nothing about what a valid rule looks like."""
+    rule = _create(api, whatsapp_tenant)
+    for method, path in [("POST", RULES), ("PATCH", f"{RULES}/{rule['id']}")]:
+        response = api.request(method, path, tenant_id=whatsapp_tenant, role="member", json=body)
+        assert response.status_code == 403, (method, response.text)
+        assert response.json()["error"]["code"] == "forbidden"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert [r["name"] for r in _stored(whatsapp_tenant)] == [VALID["name"]]

@@ -164,6 +164,9 @@ def test_member_cannot_connect_and_unconnected_tenant_gets_409(api, account, ten
     body = {"waba_id": account.waba_id, "phone_number_id": account.phone_number_id}
     member = api.post(CONNECT, tenant_id=account.tenant_id, role="member", json=body)
     assert member.status_code == 403
+    for bad in ({}, {"waba_id": 1}):  # refused as a member before the body is looked at
+        assert api.post(CONNECT, tenant_id=account.tenant_id, role="member",
+                        json=bad).status_code == 403
     no_meta = api.post(CONNECT, tenant_id=other_tenant_id, json=body)
     assert no_meta.status_code == 409
     assert no_meta.json()["error"]["code"] == "meta_not_connected"

@@ -11,6 +11,8 @@ from shared.graph import deadline_from_context
 from shared.observability import entrypoint
 
 app = build_resolver()
+# Checked before the body is validated: a member gets 403, never a 422 about the body.
+ADMIN_METHODS = frozenset({"POST"})
 
 
 class ConnectRequest(BaseModel):
@@ -53,4 +55,4 @@ def connect():
 
 @entrypoint
 def lambda_handler(event: dict, context) -> dict:
-    return http_response(app, event, context)
+    return http_response(app, event, context, admin_methods=ADMIN_METHODS)

@@ -14,6 +14,8 @@ from shared.hsm_rules import (
 from shared.observability import entrypoint
 
 app = build_resolver()
+# Checked before the body is validated: a member gets 403, never a 422 about the body.
+ADMIN_METHODS = frozenset({"POST", "PATCH", "DELETE"})
 
 
 @app.get("/crm/marketing/hsm/rules")
@@ -43,4 +45,4 @@ def remove_rule(rule_id: str):
 
 @entrypoint
 def lambda_handler(event: dict, context) -> dict:
-    return http_response(app, event, context)
+    return http_response(app, event, context, admin_methods=ADMIN_METHODS)

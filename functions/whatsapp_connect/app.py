@@ -11,6 +11,8 @@ from shared.observability import entrypoint
 from shared.whatsapp_connect import ConnectRequest, connect_sender
 
 app = build_resolver()
+# Checked before the body is validated: a member gets 403, never a 422 about the body.
+ADMIN_METHODS = frozenset({"POST"})
 
 MetaId = Annotated[str, Field(pattern=r"^\d{1,32}$", description="Meta's numeric id")]
 
@@ -41,4 +43,4 @@ def connect_whatsapp(body: ConnectBody):
 
 @entrypoint
 def lambda_handler(event: dict, context) -> dict:
-    return http_response(app, event, context)
+    return http_response(app, event, context, admin_methods=ADMIN_METHODS)
