@@ -6,8 +6,11 @@ The pacer is a token bucket on time.monotonic(): tokens refill at `rate` per sec
 sends, whatever the event loop's hiccups; the small bucket (25 ms of sending) only keeps late
 wake-ups from losing throughput (at 1,000/s a sleep overshooting by 1 ms is a whole send).
 Requests reach Meta with some jitter (network, scheduling), and Meta counts arrivals, so the
-refill rate is 90% of the cap: rate + burst leaves ~80 ms of jitter before a one-second window
-at Meta could hold more than the cap.
+refill rate is 94% of the cap: rate + burst leaves ~35 ms of jitter before a one-second window
+at Meta could hold more than the cap. A 130429 anyway slows the pace (x0.8, at most once a
+second, never below half); each quiet stretch after it wins back 5% of the starting pace, so a
+single refusal costs seconds of throughput, not the rest of the run (it cost a third, measured
+by `make bench ONLY=hsm_dispatch`, when a slowdown was permanent).
 
 Reaching the cap needs rate x latency sends in flight: at 80/s and 300 ms per answer that is 24
 at once. `in_flight_bound` sizes the concurrency from the rate and the assumed answer time.
@@ -20,7 +23,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 
-PACING_HEADROOM = 0.90  # refill at 90% of the cap...
+PACING_HEADROOM = 0.94  # refill at 94% of the cap...
 BURST_SECONDS = 0.025  # ...with a bucket of 25 ms of sending (at least one send)
 ASSUMED_SEND_LATENCY_SECONDS = 0.3  # Meta's usual answer time for a send
 LATENCY_SAFETY = 1.5  # slower answers than assumed still keep the pipe full
@@ -29,6 +32,8 @@ MAX_IN_FLIGHT = 500  # sockets and memory of one Lambda
 SLOWDOWN_FACTOR = 0.8  # after a 130429: Meta counts differently than we do; back off
 SLOWDOWN_FLOOR = 0.5  # ...but never below half the starting pace
 SLOWDOWN_EVERY_SECONDS = 1.0  # one back-off per second: a burst of 130429s is one signal
+RECOVERY_STEP = 0.05  # after a slowdown, +5% of the starting pace...
+RECOVERY_EVERY_SECONDS = 2.0  # ...per 2 s without a refusal, up to the starting pace
 MIN_RATE = 1.0
 
 
@@ -52,6 +57,7 @@ class TokenBucketPacer:
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.rate = max(MIN_RATE, float(rate))
+        self._start_rate = self.rate
         self.burst = max(1.0, float(burst))
         self._floor = max(MIN_RATE, self.rate * SLOWDOWN_FLOOR)
         self._clock = clock
@@ -67,11 +73,19 @@ class TokenBucketPacer:
     def reserve_slot(self) -> float:
         """Take the next send's token; returns how long to wait until it is due (0: now)."""
         now = self._clock()
+        self._recover(now)
         if self._stamp is not None:
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
         self._tokens -= 1.0
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def _recover(self, now: float) -> None:
+        if self.rate >= self._start_rate or self._slowed_at is None:
+            return
+        if now - self._slowed_at >= RECOVERY_EVERY_SECONDS:
+            self.rate = min(self._start_rate, self.rate + self._start_rate * RECOVERY_STEP)
+            self._slowed_at = now  # the next step is one more quiet interval away
 
     async def wait(self) -> None:
         delay = self.reserve_slot()
