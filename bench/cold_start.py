@@ -53,16 +53,13 @@ _AVOID = ("denied", "no_", "bad", "invalid", "forbidden", "missing", "unauth", "
 
 def functions_in_template() -> dict[str, dict[str, Any]]:
     """folder name -> {module, timeout, route} for every function of template.yaml."""
-    from devstack.template import http_routes, load_template
+    from devstack.template import http_routes, load_template, resources
 
     template = load_template()
     default_timeout = int(template.get("Globals", {}).get("Function", {}).get("Timeout", 3))
     routes = {r.handler: r for r in http_routes()}
     out = {}
-    for res in template["Resources"].values():
-        if res.get("Type") != "AWS::Serverless::Function":
-            continue
-        props = res.get("Properties", {})
+    for props in resources("AWS::Serverless::Function").values():
         handler = props["Handler"]
         folder = handler.split("/")[1]
         out[folder] = {"module": handler.rsplit(".", 1)[0].replace("/", "."),

@@ -361,12 +361,11 @@ def scheduled_event() -> dict[str, Any]:
 
 def template_timeout(function: str) -> int:
     """The Timeout template.yaml gives a function (folder name), else the global one."""
-    from devstack.template import load_template
+    from devstack.template import load_template, resources
 
     template = load_template()
     default = int(template.get("Globals", {}).get("Function", {}).get("Timeout", 3))
-    for props in (r.get("Properties", {}) for r in template["Resources"].values()
-                  if r.get("Type") == "AWS::Serverless::Function"):
+    for props in resources("AWS::Serverless::Function").values():
         if props.get("Handler", "").startswith(f"functions/{function}/"):
             return int(props.get("Timeout", default))
     return default

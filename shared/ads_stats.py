@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -58,12 +58,6 @@ class DateRange:
     @property
     def days(self) -> tuple[date, date]:
         return self.start or _EARLIEST, self.end or _LATEST
-
-    @property
-    def instants(self) -> tuple[datetime, datetime]:
-        start, end = self.days
-        return (datetime.combine(start, time.min, UTC),
-                datetime.combine(end + timedelta(days=1), time.min, UTC))
 
     def as_json(self) -> dict[str, str | None]:
         return {"from": self.start.isoformat() if self.start else None,
@@ -144,11 +138,10 @@ def _sort_currency(item: tuple[str | None, Any]) -> tuple[bool, str]:
 
 def compute(tenant_id: str, period: DateRange) -> MarketingStats:
     start_day, end_day = period.days
-    start_at, end_at = period.instants
     with tenant_tx(tenant_id) as conn:
         meta_rows = store.campaigns(conn, tenant_id)
         insight_rows = store.insight_totals(conn, tenant_id, start_day, end_day)
-        lead_rows = store.lead_totals(conn, tenant_id, start_at, end_at)
+        lead_rows = store.lead_totals(conn, tenant_id, start_day, end_day)
         currencies = store.account_currencies(conn, tenant_id)
     default_currency = currencies[0] if len(currencies) == 1 else None
     meta = {r["campaign_id"]: r for r in meta_rows}

@@ -2,12 +2,16 @@
 
 Each query aggregates in Postgres and returns at most one row per campaign (and currency), so the
 Python side only joins a few thousand small rows, whatever the number of leads or insight days.
-Both big reads are index-only scans on indexes from migrations/0004_ads.up.sql.
+The whole calendar months of a range come from the monthly rollups that triggers keep
+(migrations/0007_stats_rollups.up.sql): one row per campaign and month instead of one per day or
+per lead. Only the partial months at the range's edges read the daily rows, through the
+index-only scans of migrations/0004_ads.up.sql.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import psycopg
@@ -38,6 +42,55 @@ def campaigns(conn: psycopg.Connection, tenant_id: str, account_id: str | None =
     ).fetchall()
 
 
+@dataclass(frozen=True)
+class MonthSplit:
+    """[start, end] (days, inclusive) as whole months [first_month, last_month] (first days of
+    months, inclusive) plus the days before `first_month` and after the end of `last_month`.
+    Without a whole month inside, first_month > last_month and the edges cover everything."""
+
+    start: date
+    end: date
+    first_month: date
+    last_month: date
+
+    @classmethod
+    def of(cls, start: date, end: date) -> MonthSplit:
+        first = start if start.day == 1 else _next_month(start)
+        day_after = end + timedelta(days=1)
+        last = end.replace(day=1) if day_after.day == 1 else _previous_month(end.replace(day=1))
+        if first > last:  # no whole month: nothing from the rollups, all from the days
+            return cls(start, end, first_month=day_after, last_month=start)
+        return cls(start, end, first, last)
+
+    @property
+    def after_last_month(self) -> date:
+        """The first day after the last whole month (the second edge starts here)."""
+        return _next_month(self.last_month) if self.first_month <= self.last_month else \
+            self.end + timedelta(days=1)
+
+    def params(self, tenant_id: str) -> dict[str, Any]:
+        return {"tenant": tenant_id, "start": self.start, "end": self.end,
+                "first_month": self.first_month, "last_month": self.last_month,
+                "after": self.after_last_month}
+
+    def instant_params(self, tenant_id: str) -> dict[str, Any]:
+        """The same split in UTC instants, for leads (created_at): [start, end + 1 day)."""
+        def at(day: date) -> datetime:
+            return datetime.combine(day, time.min, UTC)
+
+        return {**self.params(tenant_id), "start_at": at(self.start),
+                "first_month_at": at(self.first_month), "after_at": at(self.after_last_month),
+                "end_at": at(self.end + timedelta(days=1))}
+
+
+def _next_month(day: date) -> date:
+    return (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+
+
+def _previous_month(first_day: date) -> date:
+    return (first_day - timedelta(days=1)).replace(day=1)
+
+
 def insight_totals(conn: psycopg.Connection, tenant_id: str, start: date, end: date
                    ) -> list[dict[str, Any]]:
     """Per (campaign, currency) sums over [start, end] (the insight's day, account time)."""
@@ -45,30 +98,54 @@ def insight_totals(conn: psycopg.Connection, tenant_id: str, start: date, end: d
         """
         SELECT campaign_id, currency, sum(spend) AS spend, sum(impressions) AS impressions,
                sum(clicks) AS clicks, sum(leads) AS meta_leads,
-               min(date) AS first_date, max(date) AS last_date
-        FROM meta_ads_insights
-        WHERE tenant_id = %s AND date >= %s AND date <= %s
+               min(first_date) AS first_date, max(last_date) AS last_date
+        FROM (
+            SELECT campaign_id, currency, spend, impressions, clicks, leads, first_date,
+                   last_date
+            FROM meta_ads_insights_monthly
+            WHERE tenant_id = %(tenant)s AND month >= %(first_month)s
+              AND month <= %(last_month)s
+            UNION ALL
+            SELECT campaign_id, currency, spend, impressions, clicks, leads, date, date
+            FROM meta_ads_insights
+            WHERE tenant_id = %(tenant)s
+              AND ((date >= %(start)s AND date < least(%(first_month)s, %(after)s))
+                   OR (date >= greatest(%(after)s, %(start)s) AND date <= %(end)s))
+        ) parts
         GROUP BY campaign_id, currency
         """,
-        (tenant_id, start, end),
+        MonthSplit.of(start, end).params(tenant_id),
     ).fetchall()
 
 
-def lead_totals(conn: psycopg.Connection, tenant_id: str, start: datetime, end: datetime
+def lead_totals(conn: psycopg.Connection, tenant_id: str, start: date, end: date
                 ) -> list[dict[str, Any]]:
-    """Meta leads created in [start, end), per (campaign or NULL, deal currency): counts and
-    won revenue (deal_value of status 'won')."""
+    """Meta leads created in the UTC days [start, end], per (campaign or NULL, deal currency):
+    counts and won revenue (deal_value of status 'won')."""
     return conn.execute(
         f"""
-        SELECT meta_campaign_id AS campaign_id, deal_currency,
-               count(*) AS leads,
-               count(*) FILTER (WHERE status = 'won') AS won_leads,
-               coalesce(sum(deal_value) FILTER (WHERE status = 'won'), 0) AS revenue
-        FROM leads
-        WHERE tenant_id = %s AND created_at >= %s AND created_at < %s AND {META_LEAD_FILTER}
-        GROUP BY meta_campaign_id, deal_currency
+        SELECT campaign_id, deal_currency, sum(leads) AS leads, sum(won_leads) AS won_leads,
+               sum(revenue) AS revenue
+        FROM (
+            SELECT campaign_id, currency AS deal_currency, leads, won_leads, revenue
+            FROM leads_meta_monthly
+            WHERE tenant_id = %(tenant)s AND month >= %(first_month)s
+              AND month <= %(last_month)s
+            UNION ALL
+            SELECT meta_campaign_id, deal_currency, count(*),
+                   count(*) FILTER (WHERE status = 'won'),
+                   coalesce(sum(deal_value) FILTER (WHERE status = 'won'), 0)
+            FROM leads
+            WHERE tenant_id = %(tenant)s AND {META_LEAD_FILTER}
+              AND ((created_at >= %(start_at)s
+                    AND created_at < least(%(first_month_at)s, %(after_at)s))
+                   OR (created_at >= greatest(%(after_at)s, %(start_at)s)
+                       AND created_at < %(end_at)s))
+            GROUP BY meta_campaign_id, deal_currency
+        ) parts
+        GROUP BY campaign_id, deal_currency
         """,  # noqa: S608 - a constant predicate, no input in it
-        (tenant_id, start, end),
+        MonthSplit.of(start, end).instant_params(tenant_id),
     ).fetchall()
 
 

@@ -70,3 +70,16 @@ def test_pick_event_prefers_a_success_sample_of_the_function_itself():
     assert chosen is not None and chosen.stem.startswith("oauth_callback_")
     assert "denied" not in chosen.stem and "no_cookie" not in chosen.stem
     assert pick_event("no_such_function", names) is None
+
+
+def test_cold_start_covers_every_function_of_the_template():
+    """The template holds Fn::ForEach loops too (alarms): the harness must still find each
+    function, with its own timeout."""
+    from bench.cold_start import functions_in_template
+    from bench.common import template_timeout
+    from devstack.template import function_handlers
+
+    found = functions_in_template()
+    assert set(found) == {h.split("/")[1] for h in function_handlers().values()}
+    assert found["hsm_dispatch"]["timeout"] == template_timeout("hsm_dispatch") == 280
+    assert found["oauth_url"]["route"] is not None and found["hsm_dispatch"]["route"] is None

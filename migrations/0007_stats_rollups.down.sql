@@ -1,0 +1,14 @@
+DROP TRIGGER IF EXISTS stats_rollup_insert ON leads;
+DROP TRIGGER IF EXISTS stats_rollup_update ON leads;
+DROP TRIGGER IF EXISTS stats_rollup_delete ON leads;
+DROP TRIGGER IF EXISTS stats_rollup_insert ON meta_ads_insights;
+DROP TRIGGER IF EXISTS stats_rollup_update ON meta_ads_insights;
+DROP TRIGGER IF EXISTS stats_rollup_delete ON meta_ads_insights;
+DROP FUNCTION IF EXISTS leads_meta_rollup();
+DROP FUNCTION IF EXISTS leads_meta_rollup_apply(jsonb);
+DROP FUNCTION IF EXISTS meta_ads_insights_rollup();
+DROP FUNCTION IF EXISTS stats_rollup_changed_rows(text);
+DROP POLICY IF EXISTS stats_rollup_source ON leads;
+DROP POLICY IF EXISTS stats_rollup_source ON meta_ads_insights;
+DROP TABLE IF EXISTS leads_meta_monthly;
+DROP TABLE IF EXISTS meta_ads_insights_monthly;
