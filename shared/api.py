@@ -37,6 +37,14 @@ def error_response(status: int, code: str, message: str, *, details: list | None
                     body=json.dumps({"error": error}), headers=headers or {})
 
 
+def json_response(payload: Any, status: int = 200) -> Response:
+    """A large JSON answer serialized once, by the C encoder. A route returning a dict has
+    Powertools walk it with its Python `jsonable_encoder` first (validation mode): ~25 ms for
+    the 1,000-campaign stats, more than computing them (`make bench ONLY=api_load`)."""
+    return Response(status_code=status, content_type="application/json",
+                    body=json.dumps(payload, separators=(",", ":"), default=str))
+
+
 def _validation_details(exc: RequestValidationError) -> list[dict]:
     details = []
     for err in exc.errors():

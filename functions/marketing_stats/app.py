@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from shared.ads_accounts import normalize_account_id
 from shared.ads_stats import DateRange, campaigns_json, compute, roi_json, stats_json
-from shared.api import build_resolver, current_principal, http_response
+from shared.api import build_resolver, current_principal, http_response, json_response
 from shared.errors import InvalidInput
 from shared.observability import entrypoint
 
@@ -35,19 +35,19 @@ def list_campaigns(start: FromDate = None, end: ToDate = None,
         except ValueError as exc:
             raise InvalidInput("Invalid input: account_id.", details=[
                 {"field": "account_id", "problem": str(exc)}]) from None
-    return campaigns_json(principal.tenant_id, period, account)
+    return json_response(campaigns_json(principal.tenant_id, period, account))
 
 
 @app.get("/crm/marketing/stats")
 def marketing_stats(start: FromDate = None, end: ToDate = None):
     principal = current_principal(app)
-    return stats_json(compute(principal.tenant_id, DateRange(start, end)))
+    return json_response(stats_json(compute(principal.tenant_id, DateRange(start, end))))
 
 
 @app.get("/crm/marketing/stats/roi")
 def marketing_roi(start: FromDate = None, end: ToDate = None):
     principal = current_principal(app)
-    return roi_json(compute(principal.tenant_id, DateRange(start, end)))
+    return json_response(roi_json(compute(principal.tenant_id, DateRange(start, end))))
 
 
 @entrypoint
