@@ -26,28 +26,23 @@ from typing import Any
 
 import httpx
 
+from devstack import console
+
 ROOT = Path(__file__).resolve().parent.parent
 AUTH_SCOPES = ["ads_read", "ads_management", "business_management",
                "whatsapp_business_management", "whatsapp_business_messaging"]
 
 
-_console = sys.stdout
-
-
 def say(message: str) -> None:
     """Progress for the person running `make bench` (stdout itself goes to the bench log: the
     functions under test log JSON lines there, as they would to CloudWatch)."""
-    print(message, file=_console, flush=True)
+    console.say(message)
 
 
 def capture_stdout(log_path: Path) -> None:
     """Send fd 1 (the handlers' Powertools logs, children's output) to `log_path`; keep the
     terminal for `say`."""
-    global _console
-    sys.stdout.flush()
-    _console = os.fdopen(os.dup(1), "w", buffering=1)
-    log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
-    os.dup2(log.fileno(), 1)
+    console.capture_output(log_path)
 
 
 class ScenarioSkipped(Exception):
