@@ -1,0 +1,23 @@
+"""`make demo` (the Quickstart's first command) runs end to end in a fresh process and tells the
+story on the terminal, with the functions' own log lines kept out of it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from devstack.template import ROOT
+
+
+def test_the_demo_runs_every_step_and_sends_each_lead_once():
+    done = subprocess.run([sys.executable, "-m", "devstack.demo"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, check=False)
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    for step in ("GET /crm/auth/meta/callback", "Scheduled token_refresh run",
+                 "POST /crm/marketing/connect", "GET /crm/marketing/stats",
+                 "hsm_dispatch again", "Demo finished"):
+        assert step in out, step
+    assert "'sent': 0" in out.split("hsm_dispatch again", 1)[1]  # nobody is messaged twice
+    assert '"level":' not in out and '"_aws"' not in out  # JSON logs go to .local/demo.log
+    assert '"level":' in (ROOT / ".local" / "demo.log").read_text()
