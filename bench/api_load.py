@@ -281,19 +281,22 @@ def run(ctx: BenchContext) -> ScenarioResult:
         "",
         *table_of(light_figures),
         "",
-        "What bounds it: one stats or ROI answer aggregates the tenant's 80,000 Meta leads "
-        f"and 90,000 insight rows (two scans in Postgres: {query_ms['insights']:.0f} ms and "
-        f"{query_ms['leads']:.0f} ms, measured one at a time before the load) and serialises "
-        "1,000 campaigns (~350 kB). With "
-        "a third of 100 users' requests on those two routes the offered work is several CPU "
-        "seconds per second on 2 cores, so every route queues behind them (the hello route "
-        "too: its latency under load is queueing, not work). Without them the other routes "
-        "and hello stay fast. The fix is in the query shape, not an index: every row of the "
-        "tenant is read whatever the access path (the planner picks a sequential scan; after "
-        "a VACUUM, which lets the covering indexes of 0004 serve index-only scans, a probe "
-        "measured the same times); per-campaign totals would have to be pre-aggregated (e.g. a "
-        "rollup per campaign and month kept by the sync and by lead writes), or the default "
-        "range narrowed. That is shared/ads_stats*.py's design (issue 5), left to its owner.",
+        "What bounds it: a stats or ROI answer covers the tenant's 80,000 Meta leads and "
+        "90,000 insight days, but reads them from the monthly rollups of migration 0007 "
+        f"(the two reads: {query_ms['insights']:.0f} ms and {query_ms['leads']:.0f} ms one at a "
+        "time, against ~50 ms when they aggregated the daily rows) and answers with JSON "
+        "serialised once by the C encoder instead of Powertools' Python `jsonable_encoder` "
+        "walk (25 ms of the former 40 ms). What is left of an answer is ~16 ms of Python "
+        "(1,000 campaigns of Decimal arithmetic and ~350 kB of JSON). The local API is one "
+        "Python process, so every route shares one interpreter: with about a third of the "
+        "requests on stats and ROI it runs at ~60% busy, and bursts queue the light routes "
+        "behind a stats answer (hello's own p95 under the mixed load shows it; without stats "
+        "and ROI every route stays at a few ms). In Lambda each concurrent request has a "
+        "container of its own, so its latency is the one-at-a-time figure in the first column. "
+        "What would close the gap here: caching an answer per tenant and range until its data "
+        "changes (a version bumped by the rollup triggers; not done, because a per-tenant "
+        "counter row would serialise the CRM's concurrent lead writes), or building the JSON in "
+        "Postgres.",
     ]
     if totals:
         result.notes += ["", f"`/crm/marketing/stats` totals over the data set: `{totals}`."]
