@@ -43,6 +43,12 @@ class LocalStack:
     # More local-only routes for LocalApi (e.g. devstack/dev_routes.py: the reference page).
     extra_routes: dict | None = None
 
+    @property
+    def environment_before(self) -> dict[str, str]:
+        """The process environment from before this stack set its own, for a child process
+        that must start a stack of its own (e.g. the demo run by a test)."""
+        return dict(self._saved_env)
+
     def start(self) -> LocalStack:
         from sandbox.server import start as start_sandbox
 
