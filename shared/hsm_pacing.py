@@ -65,6 +65,7 @@ class TokenBucketPacer:
         self._tokens = 1.0  # start with one send, not a full bucket
         self._stamp: float | None = None
         self._slowed_at: float | None = None
+        self._recovered_at: float | None = None
 
     @classmethod
     def for_cap(cls, max_per_second: int, **kwargs) -> TokenBucketPacer:
@@ -83,9 +84,10 @@ class TokenBucketPacer:
     def _recover(self, now: float) -> None:
         if self.rate >= self._start_rate or self._slowed_at is None:
             return
-        if now - self._slowed_at >= RECOVERY_EVERY_SECONDS:
+        last_change = max(self._slowed_at, self._recovered_at or self._slowed_at)
+        if now - last_change >= RECOVERY_EVERY_SECONDS:
             self.rate = min(self._start_rate, self.rate + self._start_rate * RECOVERY_STEP)
-            self._slowed_at = now  # the next step is one more quiet interval away
+            self._recovered_at = now  # the next step is one more quiet interval away
 
     async def wait(self) -> None:
         delay = self.reserve_slot()

@@ -103,6 +103,17 @@ def test_the_pace_recovers_after_the_refusals_stop():
     assert steps == [85, 90, 95, 100, 100, 100]  # back to the starting pace, never above
 
 
+def test_a_refusal_right_after_a_recovery_step_still_slows_the_pace():
+    clock = FakeClock(seed=4, jitter=0.0)
+    pacer = TokenBucketPacer(100, clock=clock, sleep=clock.sleep)
+    pacer.slow_down()
+    clock.now += 2.0
+    pacer.reserve_slot()
+    assert pacer.rate == pytest.approx(85)
+    clock.now += 0.5  # a new 130429, 2.5 s after the last one: a new signal
+    assert pacer.slow_down() is True and pacer.rate == pytest.approx(68)
+
+
 def test_in_flight_covers_rate_times_latency():
     assert in_flight_bound(pacing_rate(80)) == 34  # 75.2/s x 0.3 s x 1.5
     assert in_flight_bound(pacing_rate(1000)) == 423
