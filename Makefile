@@ -107,7 +107,7 @@ smoke: $(STAMP)
 	$(PY) -m devstack.smoke --url "$(URL)" --token "$(TOKEN)"
 
 rollback-deploy: $(STAMP)
-	$(PY) -m devstack.rollback_deploy --config-env $(ENV)
+	$(PY) -m devstack.rollback_deploy --config-env $(ENV) $(if $(DRY_RUN),--dry-run)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(CHECKOV) .aws-sam .pytest_cache .ruff_cache

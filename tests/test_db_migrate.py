@@ -92,3 +92,51 @@ def test_delete_leaves_the_schema(cloudformation, stack):
     assert received[0]["Status"] == "SUCCESS"
     with psycopg.connect(stack.database.owner_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 1
+
+
+def test_two_migrators_at_once_apply_each_migration_exactly_once(empty_database):
+    """Two deployments (or a deployment and a developer) migrating together: the advisory lock
+    makes the second wait, then find nothing left to do."""
+    import threading
+
+    from shared.migrator import applied, migrate
+
+    start = threading.Barrier(2, timeout=30)
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            start.wait()
+            results.append(migrate(empty_database))
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert sorted(len(r) for r in results) == [0, len(available())]  # one did all, one nothing
+    with psycopg.connect(empty_database) as conn:
+        assert applied(conn) == available()
+
+
+def test_every_migration_rolls_back_and_applies_again(empty_database):
+    """Each down file undoes its up file: all the way to an empty schema, and back."""
+    from shared.migrator import applied, migrate, rollback
+
+    migrate(empty_database)
+    undone = []
+    while (name := rollback(empty_database)) is not None:
+        undone.append(name)
+    assert undone == list(reversed(available()))
+    with psycopg.connect(empty_database) as conn:
+        assert applied(conn) == []
+        leftovers = conn.execute(
+            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'm')"
+            " AND relname NOT LIKE 'schema_migrations%'").fetchall()
+    assert leftovers == []
+    assert migrate(empty_database) == available()

@@ -14,26 +14,22 @@ FUNCTIONS = resources("AWS::Serverless::Function")
 ASYNC_EVENTS = {"ScheduleV2", "EventBridgeRule"}
 
 
-def _loop(name: str) -> tuple[str, list[str], dict]:
-    identifier, collection, body = load_template()["Resources"][f"Fn::ForEach::{name}"]
-    return identifier, collection, body
-
-
 def _is_api_function(props: dict) -> bool:
     return any(e["Type"] == "HttpApi" for e in props.get("Events", {}).values())
 
 
 def _alarm_names() -> set[str]:
-    """Alarm names as deployed, with ${Stage} and loop identifiers left as written."""
+    """Alarm names as deployed, without `marketing-hub-${Stage}-` and the per-function or
+    per-queue suffix."""
     names = set()
     for props in resources("AWS::CloudWatch::Alarm").values():
-        names.add(props["AlarmName"]["Fn::Sub"].rsplit("}-", 1)[-1])
-    for loop in ("FunctionAlarms", "DeadLetterQueues"):
-        _identifier, _collection, body = _loop(loop)
-        for resource in body.values():
-            if resource["Type"] == "AWS::CloudWatch::Alarm":
-                names.add(resource["Properties"]["AlarmName"]["Fn::Sub"].split("}-", 1)[-1])
+        name = props["AlarmName"]["Fn::Sub"].split("}-", 1)[-1]
+        names.add(name.split("-", 1)[0])
     return names
+
+
+def _dead_letter_queues() -> set[str]:
+    return set(resources("AWS::SQS::Queue"))
 
 
 def test_functions_wait_for_the_schema_migration():
@@ -46,14 +42,21 @@ def test_functions_wait_for_the_schema_migration():
 
 
 def test_every_function_has_error_and_throttle_alarms():
-    identifier, collection, body = _loop("FunctionAlarms")
-    assert set(collection) == set(FUNCTIONS)
-    metrics = {res["Properties"]["MetricName"] for res in body.values()}
-    assert metrics == {"Errors", "Throttles"}
-    for res in body.values():
-        assert res["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
-        dimension = res["Properties"]["Dimensions"][0]
-        assert dimension["Value"] == {"Fn::Sub": "${${" + identifier + "}}"}
+    alarms = resources("AWS::CloudWatch::Alarm")
+    for function in FUNCTIONS:
+        for metric in ("Errors", "Throttles"):
+            props = alarms[f"{function}{metric}Alarm"]
+            assert props["Namespace"] == "AWS/Lambda" and props["MetricName"] == metric
+            assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function}}]
+            assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_every_dead_letter_queue_has_an_alarm():
+    alarms = resources("AWS::CloudWatch::Alarm")
+    for queue in _dead_letter_queues():
+        props = alarms[f"{queue}MessagesAlarm"]
+        assert props["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        assert props["Dimensions"][0]["Value"] == {"Fn::GetAtt": f"{queue}.QueueName"}
 
 
 def test_api_functions_shift_by_canary_gated_by_their_alarms_and_jobs_all_at_once():
@@ -71,8 +74,7 @@ def test_api_functions_shift_by_canary_gated_by_their_alarms_and_jobs_all_at_onc
 
 
 def test_every_schedule_and_rule_retries_then_dead_letters_into_an_alarmed_queue():
-    _identifier, queues, _body = _loop("DeadLetterQueues")
-    alarmed = {f"{q}Dlq" for q in queues}
+    alarmed = _dead_letter_queues()
     seen = set()
     for name, props in FUNCTIONS.items():
         for event_name, event in props.get("Events", {}).items():
@@ -129,5 +131,17 @@ def test_alarmed_metrics_are_emitted_by_the_code(metric):
 def test_runbook_alarm_table_matches_the_template():
     runbook = (ROOT / "docs" / "DEPLOY.md").read_text()
     documented = set(re.findall(r"^\| `(\w+)`", runbook, flags=re.MULTILINE))
-    deployed = {re.sub(r"-\$\{\w+\}$", "", n) for n in _alarm_names()}
+    deployed = _alarm_names()
     assert documented == deployed, (documented ^ deployed)
+
+
+@pytest.mark.parametrize("config_env", ["default", "staging", "prod"])
+def test_every_environment_supplies_every_parameter_without_a_default(config_env):
+    """`make deploy ENV=...` passes samconfig's overrides (plus the migrations hash): a required
+    parameter missing there fails the deployment at its first step."""
+    from devstack.deploy_params import overrides
+
+    given = {pair.split("=", 1)[0] for pair in overrides(config_env).split()}
+    required = {name for name, spec in load_template()["Parameters"].items()
+                if "Default" not in spec}
+    assert required <= given, required - given
