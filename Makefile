@@ -1,12 +1,12 @@
-# The one entry point. Every target installs what it needs into .venv (and .tools for the
+# The one entry point. Every target installs what it needs into .venv (and .cache/tools for the
 # template checkers, whose pinned boto3 differs from ours) on a fresh machine with Python 3.11+.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-TOOLS := .tools
+TOOLS := .cache/tools
 STAMP := $(VENV)/.installed
 TOOLS_STAMP := $(TOOLS)/.installed
-CHECKOV := .checkov
+CHECKOV := .cache/checkov
 CHECKOV_STAMP := $(CHECKOV)/.installed
 SAM := SAM_CLI_TELEMETRY=0 $(TOOLS)/bin/sam
 ENV ?= default
@@ -64,16 +64,19 @@ template-check: $(TOOLS_STAMP) $(CHECKOV_STAMP) $(STAMP)
 		--skip-download --config-file .checkov.yaml
 	$(MAKE) --no-print-directory build-check
 
-# `sam build` needs the runtime's interpreter (python3.12) on PATH, and Docker for a container
-# build (the python3.12 runtime runs on Amazon Linux 2023, glibc 2.34, so manylinux_2_28
-# wheels qualify). Where python3.12 is missing (this project's dev machines have 3.11 and no Docker), the
-# same packaging question is answered without it: every runtime dependency must resolve to
-# wheels for Lambda's arm64 Python 3.12.
+# `sam build` for arm64 needs the runtime's interpreter (python3.12) on PATH; without Docker it
+# fetches Lambda-compatible (manylinux aarch64) wheels itself. A python3.12 on PATH, or one that
+# pyenv keeps (this project's dev machines run 3.11), is used. Where there is none at all, the
+# packaging question is still answered: every runtime dependency must resolve to wheels for
+# Lambda's arm64 Python 3.12 (Amazon Linux 2023, glibc 2.34: manylinux_2_28 qualifies).
+PY312 := $(firstword $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null) \
+	$(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12))
 build-check: $(TOOLS_STAMP) $(STAMP)
-	@if python3.12 --version >/dev/null 2>&1; then \
-		AWS_DEFAULT_REGION=us-east-1 $(SAM) build --template template.yaml; \
+	@if [ -n "$(PY312)" ]; then \
+		echo "sam build with $(PY312)"; \
+		PATH="$(dir $(PY312)):$$PATH" AWS_DEFAULT_REGION=us-east-1 $(SAM) build --template template.yaml; \
 	else \
-		echo "python3.12 not on PATH: checking arm64/cp312 wheels for requirements.txt instead of sam build"; \
+		echo "no python3.12: checking arm64/cp312 wheels for requirements.txt instead of sam build"; \
 		rm -rf .aws-sam/wheel-check && $(PY) -m pip download -q --disable-pip-version-check \
 			--only-binary=:all: --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --python-version 3.12 \
 			--implementation cp -r requirements.txt -d .aws-sam/wheel-check && \
@@ -110,4 +113,4 @@ rollback-deploy: $(STAMP)
 	$(PY) -m devstack.rollback_deploy --config-env $(ENV) $(if $(DRY_RUN),--dry-run)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(CHECKOV) .aws-sam .pytest_cache .ruff_cache
+	rm -rf $(VENV) .cache .aws-sam .pytest_cache .ruff_cache

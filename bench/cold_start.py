@@ -8,7 +8,7 @@ database, calls moto's DynamoDB/KMS or the sandbox, or fails the way it would in
 (e.g. 409 meta_not_connected for a tenant without a token). Rounds interleave the baseline and
 the functions; each figure is the median over the rounds. Peak memory is the child's ru_maxrss.
 
-The children run in a virtualenv holding requirements.txt only (.local/bench-runtime, made on
+The children run in a virtualenv holding requirements.txt only (.cache/local/bench-runtime, made on
 first use), i.e. what `sam build` packs into a function: the dev venv also has test tools, and
 some libraries import optional extras when present (httpx imports click, rich and pygments for its
 CLI when they are installed).
@@ -97,7 +97,7 @@ def minimal_event(route: Any, tenant_id: str) -> dict[str, Any]:
     }
 
 
-RUNTIME_VENV = ROOT / ".local" / "bench-runtime"
+RUNTIME_VENV = ROOT / ".cache" / "local" / "bench-runtime"
 
 
 def runtime_python() -> str:
@@ -106,7 +106,7 @@ def runtime_python() -> str:
     requirements = ROOT / "requirements.txt"
     python = RUNTIME_VENV / "bin" / "python"
     if not stamp.exists() or stamp.stat().st_mtime < requirements.stat().st_mtime:
-        say("  building the runtime-only virtualenv (.local/bench-runtime)...")
+        say("  building the runtime-only virtualenv (.cache/local/bench-runtime)...")
         for argv in ([sys.executable, "-m", "venv", "--clear", str(RUNTIME_VENV)],
                      [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                       "-r", str(requirements)]):

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma list of: " + ", ".join(SCENARIOS))
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--log", default=None,
-                        help="where stdout (the functions' logs) goes; default .local/bench.log")
+                        help="where stdout (the functions' logs) goes;"
+                        " default .cache/local/bench.log")
     parser.add_argument("--quick", action="store_true",
                         help="fewer repetitions (to try the harness, not for the report)")
     args = parser.parse_args(argv)
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "marketing-hub")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     machine = report.machine()
-    log_path = ROOT / ".local" / "bench.log" if args.log is None else Path(args.log)
+    log_path = ROOT / ".cache" / "local" / "bench.log" if args.log is None else Path(args.log)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     capture_stdout(log_path)
     say(f"bench: {', '.join(wanted)} on {machine['nproc']} cores, {machine['python']}; "

@@ -20,7 +20,7 @@ from devstack.console import capture_output, say
 from devstack.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
-LOG = ROOT / ".local" / "demo.log"
+LOG = ROOT / ".cache" / "local" / "demo.log"
 STEPS = ["devstack.demo_oauth", "devstack.demo_tokens", "devstack.demo_ads",
          "devstack.demo_whatsapp"]
 

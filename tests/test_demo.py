@@ -20,5 +20,5 @@ def test_the_demo_runs_every_step_and_sends_each_lead_once(stack):
                  "hsm_dispatch again", "Demo finished"):
         assert step in out, step
     assert "'sent': 0" in out.split("hsm_dispatch again", 1)[1]  # nobody is messaged twice
-    assert '"level":' not in out and '"_aws"' not in out  # JSON logs go to .local/demo.log
-    assert '"level":' in (ROOT / ".local" / "demo.log").read_text()
+    assert '"level":' not in out and '"_aws"' not in out  # JSON logs go to .cache/local/demo.log
+    assert '"level":' in (ROOT / ".cache" / "local" / "demo.log").read_text()
