@@ -37,7 +37,9 @@ class LocalDatabase:
 def _embedded_admin_dsn() -> tuple[str, object]:
     import pgserver  # dev-only: an embedded Postgres when no server is given
 
-    server = pgserver.get_server(tempfile.mkdtemp(prefix="marketing-hub-pg-"), cleanup_mode="stop")
+    # "delete": the temporary data directory goes with the server (a run leaves nothing in /tmp).
+    data_dir = tempfile.mkdtemp(prefix="marketing-hub-pg-")
+    server = pgserver.get_server(data_dir, cleanup_mode="delete")
     return server.get_uri(), server
 
 
