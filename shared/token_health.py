@@ -28,6 +28,7 @@ DATA_ACCESS_EXPIRED = "data_access_expired"
 TOKEN_NOT_EXTENDED = "token_not_extended"
 DATA_ACCESS_EXPIRING = "data_access_expiring"
 TOKEN_INVALID = "token_invalid"
+REFRESH_FAILING = "refresh_failing"  # Meta keeps failing the renewal inside the promised window
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Horizons:
     now: datetime
     horizon: datetime  # expiries before this need a renewal or an alert
     recheck_before: datetime  # an 'expiring' row last tried before this is tried again
+    promise: datetime  # a token expiring before this must be renewed or the tenant told
 
     @classmethod
     def from_settings(cls, settings: Settings, now: datetime | None = None) -> Horizons:
@@ -44,7 +46,8 @@ class Horizons:
         ahead = timedelta(days=settings.token_refresh_window_days,
                           hours=settings.token_refresh_lead_hours)
         return cls(now=now, horizon=now + ahead,
-                   recheck_before=now - timedelta(hours=settings.token_refresh_recheck_hours))
+                   recheck_before=now - timedelta(hours=settings.token_refresh_recheck_hours),
+                   promise=now + timedelta(days=settings.token_refresh_window_days))
 
 
 def classify(expires_at: datetime | None, data_access_expires_at: datetime | None,

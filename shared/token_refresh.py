@@ -47,8 +47,10 @@ from shared.graph_errors import MetaError, MetaRateLimited, MetaTokenInvalid, Me
 from shared.observability import counters, logger
 from shared.settings import get_settings
 from shared.token_health import (
+    ACTIVE,
     EXPIRING,
     NEEDS_RECONNECT,
+    REFRESH_FAILING,
     TOKEN_INVALID,
     TOKEN_NOT_EXTENDED,
     Horizons,
@@ -60,6 +62,9 @@ from shared.token_health import (
 
 RECONNECT_EVENT = "MetaReconnectRequired"
 EXCHANGE_REFUSED = "exchange_refused"
+# Consecutive failed renewals (one per hourly run) before a tenant whose token expires inside
+# the window is told: one Meta blip is not worth an alert, a few hours of failures are.
+FAILURES_BEFORE_TELLING = 3
 
 DB_WORKERS = 8  # Postgres steps in parallel: one connection per worker thread
 AWS_WORKERS = 10  # KMS/EventBridge calls in parallel (botocore's default pool: 10 connections)
@@ -381,12 +386,23 @@ class _TenantWorker:
         return True
 
     async def failed(self, claimed: store.ClaimedCredential, exc: MetaError) -> TenantOutcome:
+        if self._must_tell_tenant(claimed):
+            # Renewal has failed run after run and the expiry is now inside the promised window:
+            # the tenant hears it now (expiring, refresh_failing) rather than at the expiry. A
+            # later run that renews the token makes the connection active again.
+            return await self.conclude(claimed, _keep_facts(claimed, EXPIRING, REFRESH_FAILING),
+                                       FAILED, exc)
         await self.blocking(_record_failure, claimed)
         reason = "meta_rate_limited" if isinstance(exc, MetaRateLimited) else (
             "meta_unavailable" if isinstance(exc, MetaTransient) else "meta_refused")
         return TenantOutcome(claimed.tenant_id, FAILED, claimed.status, reason,
                              claimed.expires_at, claimed.data_access_expires_at,
                              meta_code=exc.code, meta_subcode=exc.subcode)
+
+    def _must_tell_tenant(self, claimed: store.ClaimedCredential) -> bool:
+        return (claimed.status == ACTIVE and not claimed.notified(EXPIRING)
+                and claimed.expires_at is not None and claimed.expires_at <= self.h.promise
+                and claimed.refresh_failures + 1 >= FAILURES_BEFORE_TELLING)
 
 
 def _extended(new: datetime | None, old: datetime | None) -> bool:

@@ -515,3 +515,33 @@ def test_no_token_or_ciphertext_appears_in_logs_or_output(
     assert {r["tenant_id"] for r in records} >= {c.tenant_id for c in made}
     assert {r["outcome"] for r in records} >= {"refreshed", "needs_reconnect", "failed"}
     assert "TokensExpiringSoon" in out.out  # the gauge went out as EMF
+
+
+def test_renewal_failing_for_hours_inside_the_window_tells_the_tenant_once(
+        drained, connections, meta_control, owner_conn, event_capture, tenant_id):
+    """A token must not expire silently: when Meta fails the renewal run after run and the
+    expiry is inside the 7-day window, the tenant is told (once), and a later success makes
+    the connection active again."""
+    connections.make(tenant_id, expires_in=4 * DAY)
+    meta_control.inject_fault(path="/oauth/access_token", count=100, kind="transient")
+    for _ in range(2):  # one or two failed hours: not yet worth an alert
+        assert run_schedule() == _summary(checked=1, failed=1)
+        assert row_of(owner_conn, tenant_id)["status"] == "active"
+        assert event_capture.of_type(RECONNECT_EVENT, tenant_id) == []
+
+    assert run_schedule() == _summary(checked=1, failed=1)
+    row = row_of(owner_conn, tenant_id)
+    assert (row["status"], row["status_reason"]) == ("expiring", "refresh_failing")
+    [event] = event_capture.of_type(RECONNECT_EVENT, tenant_id)
+    assert event["detail"]["reason"] == "refresh_failing"
+
+    age_last_attempt(owner_conn, tenant_id, 25)  # the daily retry of an expiring connection
+    assert run_schedule() == _summary(checked=1, failed=1)
+    assert len(event_capture.of_type(RECONNECT_EVENT, tenant_id)) == 1  # once, not per run
+
+    meta_control.clear_faults()
+    age_last_attempt(owner_conn, tenant_id, 25)
+    assert run_schedule() == _summary(checked=1, refreshed=1)
+    row = row_of(owner_conn, tenant_id)
+    assert (row["status"], row["status_reason"]) == ("active", None)
+    assert near(row["expires_at"], datetime.now(UTC) + SIXTY_DAYS)
