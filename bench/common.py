@@ -150,7 +150,7 @@ class RemoteStack:
     def start(self) -> RemoteStack:
         from devstack import aws_local
         from devstack.postgres import provision
-        from devstack.stack import SANDBOX_APP_ID, SANDBOX_APP_SECRET, VERIFY_TOKEN, reset_caches
+        from devstack.stack import local_env, reset_caches
 
         self._procs: list[tuple[subprocess.Popen, Any]] = []
         self.pids: dict[str, int] = {}
@@ -162,30 +162,9 @@ class RemoteStack:
         api_port = aws_local.free_port()
         self.api_url = f"http://127.0.0.1:{api_port}"
         tables = aws_local.create_tables(self.aws_endpoint)
-        # The same variables devstack/stack.py's LocalStack exports.
-        self.env: dict[str, str] = {
-            "AWS_ENDPOINT_URL": self.aws_endpoint,
-            "AWS_DEFAULT_REGION": aws_local.REGION,
-            "AWS_REGION": aws_local.REGION,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "POWERTOOLS_SERVICE_NAME": "marketing-hub",
-            "POWERTOOLS_METRICS_NAMESPACE": "CrmVentas/MarketingHub",
-            "POWERTOOLS_TRACE_DISABLED": "true",
-            "META_APP_ID": SANDBOX_APP_ID,
-            "META_APP_SECRET": SANDBOX_APP_SECRET,
-            "META_VERIFY_TOKEN": VERIFY_TOKEN,
-            "META_GRAPH_URL": self.sandbox_url,
-            "META_DIALOG_URL": self.sandbox_url,
-            "META_REDIRECT_URI": f"{self.api_url}/crm/auth/meta/callback",
-            "FRONTEND_URL": self.api_url,
-            "DATABASE_URL": self.database.app_dsn,
-            "MIGRATIONS_DATABASE_URL": self.database.owner_dsn,
-            "OAUTH_STATE_TABLE": tables["OAuthStateTable"],
-            "IDEMPOTENCY_TABLE": tables["IdempotencyTable"],
-            "TOKEN_KMS_KEY_ID": aws_local.create_key(self.aws_endpoint),
-            "EVENT_BUS_NAME": aws_local.create_event_bus(self.aws_endpoint),
-        }
+        self.env = local_env(aws_endpoint=self.aws_endpoint, sandbox_url=self.sandbox_url,
+                             api_url=self.api_url, frontend_url=self.api_url,
+                             database=self.database, tables=tables)
         os.environ.update(self.env)
         reset_caches()
         self._spawn("api", api_port, self.env, ["--workers", str(self.workers)])

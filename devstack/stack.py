@@ -34,6 +34,35 @@ def reset_caches() -> None:
         pass
 
 
+def local_env(*, aws_endpoint: str, sandbox_url: str, api_url: str, frontend_url: str,
+              database: LocalDatabase, tables: dict[str, str]) -> dict[str, str]:
+    """The variables a function sees on the local stack (the template's, pointed at moto, the
+    sandbox and the local database); creates the stack's KMS key and event bus in moto."""
+    return {
+        "AWS_ENDPOINT_URL": aws_endpoint,
+        "AWS_DEFAULT_REGION": aws_local.REGION,
+        "AWS_REGION": aws_local.REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_SERVICE_NAME": "marketing-hub",
+        "POWERTOOLS_METRICS_NAMESPACE": "CrmVentas/MarketingHub",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "META_APP_ID": SANDBOX_APP_ID,
+        "META_APP_SECRET": SANDBOX_APP_SECRET,
+        "META_VERIFY_TOKEN": VERIFY_TOKEN,
+        "META_GRAPH_URL": sandbox_url,
+        "META_DIALOG_URL": sandbox_url,
+        "META_REDIRECT_URI": f"{api_url}/crm/auth/meta/callback",
+        "FRONTEND_URL": frontend_url,
+        "DATABASE_URL": database.app_dsn,
+        "MIGRATIONS_DATABASE_URL": database.owner_dsn,
+        "OAUTH_STATE_TABLE": tables["OAuthStateTable"],
+        "IDEMPOTENCY_TABLE": tables["IdempotencyTable"],
+        "TOKEN_KMS_KEY_ID": aws_local.create_key(aws_endpoint),
+        "EVENT_BUS_NAME": aws_local.create_event_bus(aws_endpoint),
+    }
+
+
 @dataclass
 class LocalStack:
     api_port: int = 0
@@ -60,29 +89,10 @@ class LocalStack:
         self.api = LocalApi(extra_routes={**openapi.routes(), **(self.extra_routes or {})})
         self.api_server = ServerThread(self.api.wsgi, port=self.api_port)
         tables = aws_local.create_tables(self.aws_endpoint)
-        self.env = {
-            "AWS_ENDPOINT_URL": self.aws_endpoint,
-            "AWS_DEFAULT_REGION": aws_local.REGION,
-            "AWS_REGION": aws_local.REGION,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "POWERTOOLS_SERVICE_NAME": "marketing-hub",
-            "POWERTOOLS_METRICS_NAMESPACE": "CrmVentas/MarketingHub",
-            "POWERTOOLS_TRACE_DISABLED": "true",
-            "META_APP_ID": SANDBOX_APP_ID,
-            "META_APP_SECRET": SANDBOX_APP_SECRET,
-            "META_VERIFY_TOKEN": VERIFY_TOKEN,
-            "META_GRAPH_URL": self.sandbox.url,
-            "META_DIALOG_URL": self.sandbox.url,
-            "META_REDIRECT_URI": f"{self.api_server.url}/crm/auth/meta/callback",
-            "FRONTEND_URL": self.frontend_url or self.api_server.url,
-            "DATABASE_URL": self.database.app_dsn,
-            "MIGRATIONS_DATABASE_URL": self.database.owner_dsn,
-            "OAUTH_STATE_TABLE": tables["OAuthStateTable"],
-            "IDEMPOTENCY_TABLE": tables["IdempotencyTable"],
-            "TOKEN_KMS_KEY_ID": aws_local.create_key(self.aws_endpoint),
-            "EVENT_BUS_NAME": aws_local.create_event_bus(self.aws_endpoint),
-        }
+        self.env = local_env(aws_endpoint=self.aws_endpoint, sandbox_url=self.sandbox.url,
+                             api_url=self.api_server.url,
+                             frontend_url=self.frontend_url or self.api_server.url,
+                             database=self.database, tables=tables)
         os.environ.update(self.env)
         reset_caches()
         return self

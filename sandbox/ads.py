@@ -35,7 +35,6 @@ without `lead`, `onsite_conversion.lead_grouped` + `offsite_conversion.fb_pixel_
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -43,7 +42,15 @@ from typing import Any
 
 from werkzeug.wrappers import Response
 
-from sandbox.core import Area, Ctx, GraphError, decode_cursor, encode_cursor, json_response
+from sandbox.core import (
+    Area,
+    Ctx,
+    GraphError,
+    decode_cursor,
+    encode_cursor,
+    json_response,
+    requested_fields,
+)
 from sandbox.world import User, World
 
 area = Area("ads")
@@ -375,25 +382,6 @@ def _require_business_scope(ctx: Ctx) -> None:
     if BUSINESS_SCOPE not in ctx.token.scopes:
         raise GraphError(200, "(#200) Requires business_management permission to manage the "
                          "object")
-
-
-def requested_fields(raw: str | None) -> list[str] | None:
-    """Top-level names of a Graph `fields` list: "a,b{c,d},e.limit(5)" -> [a, b, e]."""
-    if not raw:
-        return None
-    names, depth, current = [], 0, ""
-    for char in raw:
-        if char in "{(":
-            depth += 1
-        elif char in "})":
-            depth -= 1
-        elif char == "," and depth == 0:
-            names.append(current)
-            current = ""
-        elif depth == 0:
-            current += char
-    names.append(current)
-    return [re.split(r"[.{(]", n.strip())[0] for n in names if n.strip()]
 
 
 def _page(ctx: Ctx, items: list[Any], cap: int, default: int = 25) -> dict[str, Any]:

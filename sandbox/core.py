@@ -677,3 +677,22 @@ def control_clock(ctx: Ctx) -> dict[str, Any]:
     with ctx.world.lock:
         ctx.world.clock_offset += float(ctx.json_body()["advance_seconds"])
         return {"now": ctx.world.now()}
+
+
+def requested_fields(raw: str | None) -> list[str] | None:
+    """Top-level names of a Graph `fields` list: "a,b{c,d},e.limit(5)" -> [a, b, e]."""
+    if not raw:
+        return None
+    names, depth, current = [], 0, ""
+    for char in raw:
+        if char in "{(":
+            depth += 1
+        elif char in "})":
+            depth -= 1
+        elif char == "," and depth == 0:
+            names.append(current)
+            current = ""
+        elif depth == 0:
+            current += char
+    names.append(current)
+    return [re.split(r"[.{(]", n.strip())[0] for n in names if n.strip()]

@@ -26,12 +26,11 @@ share a phone number or depend on a reset:
 
 from __future__ import annotations
 
-import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sandbox.core import Area, Ctx, GraphError
+from sandbox.core import Area, Ctx, GraphError, requested_fields
 from sandbox.world import User, World
 
 area = Area("whatsapp")
@@ -287,25 +286,6 @@ def _business(ctx: Ctx) -> Any:
     if business is None or ctx.token.user_id not in business.user_ids:
         raise _unsupported(ctx, business_id)
     return business
-
-
-def requested_fields(raw: str | None) -> list[str] | None:
-    """Top-level names of a Graph `fields` list: "a,b{c,d},e.limit(5)" -> [a, b, e]."""
-    if not raw:
-        return None
-    names, depth, current = [], 0, ""
-    for char in raw:
-        if char in "{(":
-            depth += 1
-        elif char in "})":
-            depth -= 1
-        elif char == "," and depth == 0:
-            names.append(current)
-            current = ""
-        elif depth == 0:
-            current += char
-    names.append(current)
-    return [re.split(r"[.{(]", n.strip())[0] for n in names if n.strip()]
 
 
 def _select(item: dict[str, Any], fields: list[str] | None, default: tuple[str, ...]
