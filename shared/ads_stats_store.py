@@ -91,11 +91,8 @@ def _previous_month(first_day: date) -> date:
     return (first_day - timedelta(days=1)).replace(day=1)
 
 
-def insight_totals(conn: psycopg.Connection, tenant_id: str, start: date, end: date
-                   ) -> list[dict[str, Any]]:
-    """Per (campaign, currency) sums over [start, end] (the insight's day, account time)."""
-    return conn.execute(
-        """
+# Per (campaign, currency) insight sums over [start, end] (the insight's day, account time).
+INSIGHT_TOTALS_SQL = """
         SELECT campaign_id, currency, sum(spend) AS spend, sum(impressions) AS impressions,
                sum(clicks) AS clicks, sum(leads) AS meta_leads,
                min(first_date) AS first_date, max(last_date) AS last_date
@@ -113,17 +110,11 @@ def insight_totals(conn: psycopg.Connection, tenant_id: str, start: date, end: d
                    OR (date >= greatest(%(after)s, %(start)s) AND date <= %(end)s))
         ) parts
         GROUP BY campaign_id, currency
-        """,
-        MonthSplit.of(start, end).params(tenant_id),
-    ).fetchall()
+        """
 
-
-def lead_totals(conn: psycopg.Connection, tenant_id: str, start: date, end: date
-                ) -> list[dict[str, Any]]:
-    """Meta leads created in the UTC days [start, end], per (campaign or NULL, deal currency):
-    counts and won revenue (deal_value of status 'won')."""
-    return conn.execute(
-        f"""
+# Meta leads created in the UTC days [start, end], per (campaign or NULL, deal currency): counts
+# and won revenue (deal_value of status 'won').
+LEAD_TOTALS_SQL = f"""
         SELECT campaign_id, deal_currency, sum(leads) AS leads, sum(won_leads) AS won_leads,
                sum(revenue) AS revenue
         FROM (
@@ -144,14 +135,36 @@ def lead_totals(conn: psycopg.Connection, tenant_id: str, start: date, end: date
             GROUP BY meta_campaign_id, deal_currency
         ) parts
         GROUP BY campaign_id, deal_currency
-        """,  # noqa: S608 - a constant predicate, no input in it
-        MonthSplit.of(start, end).instant_params(tenant_id),
-    ).fetchall()
+        """  # noqa: S608 - a constant predicate, no input in it
 
 
-def account_currencies(conn: psycopg.Connection, tenant_id: str) -> list[str]:
-    rows = conn.execute(
-        "SELECT DISTINCT currency FROM tenant_meta_accounts"
-        " WHERE tenant_id = %s AND currency IS NOT NULL ORDER BY currency", (tenant_id,),
-    ).fetchall()
-    return [r["currency"] for r in rows]
+def insight_totals(conn: psycopg.Connection, tenant_id: str, start: date, end: date
+                   ) -> list[dict[str, Any]]:
+    """INSIGHT_TOTALS_SQL's rows (campaigns_json reads them; the stats build on the SQL)."""
+    return conn.execute(INSIGHT_TOTALS_SQL, MonthSplit.of(start, end).params(tenant_id)).fetchall()
+
+
+def lead_totals(conn: psycopg.Connection, tenant_id: str, start: date, end: date
+                ) -> list[dict[str, Any]]:
+    """LEAD_TOTALS_SQL's rows, as the stats JSON query sees them."""
+    return conn.execute(LEAD_TOTALS_SQL,
+                        MonthSplit.of(start, end).instant_params(tenant_id)).fetchall()
+
+
+# The tenant's stats data version (migrations/0008): it changes with every committed write to
+# leads, insights, campaigns or ad accounts. `log_rows` says when to fold the log.
+DATA_VERSION_SQL = """
+    SELECT coalesce(sum(weight), 0) AS version, count(*) AS log_rows
+    FROM stats_changes WHERE tenant_id = %(tenant)s
+"""
+
+
+def data_version(conn: psycopg.Connection, tenant_id: str) -> tuple[int, int]:
+    row = conn.execute(DATA_VERSION_SQL, {"tenant": tenant_id}).fetchone()
+    return int(row["version"]), int(row["log_rows"])
+
+
+def fold_version_log(conn: psycopg.Connection) -> None:
+    """Folds the current tenant's change log into one row; the version stays the same."""
+    conn.execute("SELECT stats_compact_changes()")
+

@@ -40,9 +40,14 @@ def error_response(status: int, code: str, message: str, *, details: list | None
 def json_response(payload: Any, status: int = 200) -> Response:
     """A large JSON answer serialized once, by the C encoder. A route returning a dict has
     Powertools walk it with its Python `jsonable_encoder` first (validation mode): ~25 ms for
-    the 1,000-campaign stats, more than computing them (`make bench ONLY=api_load`)."""
+    a 1,000-campaign answer, more than computing it (`make bench ONLY=api_load`)."""
     return Response(status_code=status, content_type="application/json",
                     body=json.dumps(payload, separators=(",", ":"), default=str))
+
+
+def raw_json(body: str, status: int = 200) -> Response:
+    """An answer already serialised (by Postgres, for the stats): passed through untouched."""
+    return Response(status_code=status, content_type="application/json", body=body)
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict]:

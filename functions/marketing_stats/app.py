@@ -12,8 +12,8 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from shared.ads_accounts import normalize_account_id
-from shared.ads_stats import DateRange, campaigns_json, compute, roi_json, stats_json
-from shared.api import build_resolver, current_principal, http_response, json_response
+from shared.ads_stats import DateRange, campaigns_json, stats_body
+from shared.api import build_resolver, current_principal, http_response, json_response, raw_json
 from shared.errors import InvalidInput
 from shared.observability import entrypoint
 
@@ -41,13 +41,13 @@ def list_campaigns(start: FromDate = None, end: ToDate = None,
 @app.get("/crm/marketing/stats")
 def marketing_stats(start: FromDate = None, end: ToDate = None):
     principal = current_principal(app)
-    return json_response(stats_json(compute(principal.tenant_id, DateRange(start, end))))
+    return raw_json(stats_body(principal.tenant_id, DateRange(start, end), "stats"))
 
 
 @app.get("/crm/marketing/stats/roi")
 def marketing_roi(start: FromDate = None, end: ToDate = None):
     principal = current_principal(app)
-    return json_response(roi_json(compute(principal.tenant_id, DateRange(start, end))))
+    return raw_json(stats_body(principal.tenant_id, DateRange(start, end), "roi"))
 
 
 @entrypoint
