@@ -297,6 +297,15 @@ def _fail_debug_token(meta, **_):
     meta.inject_fault("error", "/debug_token", code=100, status=400)
 
 
+def _time_out_debug_token(meta, meta_timeout, **_):
+    meta_timeout(0.3)  # every attempt (debug_token is retried: it only reads)
+    meta.inject_fault("timeout", "/debug_token", count=10, seconds=1.5)
+
+
+def _drop_debug_token(meta, **_):
+    meta.inject_fault("drop", "/debug_token", count=10)
+
+
 def _use_the_code_first(meta, url, **_):
     code = parse_qs(urlsplit(url).query)["code"][0]
     with GraphClient.for_token(None) as graph:
@@ -305,7 +314,8 @@ def _use_the_code_first(meta, url, **_):
 
 @pytest.mark.parametrize("break_meta", [
     _fail_code_exchange_with_5xx, _time_out_code_exchange, _drop_connection,
-    _refuse_long_lived_exchange, _fail_debug_token, _use_the_code_first,
+    _refuse_long_lived_exchange, _fail_debug_token, _time_out_debug_token, _drop_debug_token,
+    _use_the_code_first,
 ], ids=lambda f: f.__name__.strip("_"))
 def test_meta_errors_timeouts_and_5xx_are_meta_error(browser, tenant_id, owner_db, meta,
                                                      meta_timeout, break_meta):
@@ -335,6 +345,39 @@ def test_token_refused_by_debug_token_is_not_stored(browser, tenant_id, owner_db
     [event] = _log_events(app_logs, "oauth_connection")
     assert (event["tenant_id"], event["success"], event["error_code"], event["reason"]) == (
         tenant_id, False, "meta_error", reason)
+
+
+def test_token_revoked_during_the_callback_is_not_stored(browser, stack, tenant_id, owner_db,
+                                                        meta, meta_log, app_logs):
+    """The person removes the app while the callback is on its way to `debug_token` (0.8 s of
+    latency there; the long-lived token is revoked at 0.3 s, after it was issued)."""
+    world = stack.sandbox.world
+    flow = browser.start(tenant_id)
+    url = browser.consent(flow)
+    before = set(world.tokens)
+
+    def revoke_the_new_long_lived_token() -> None:
+        for value, token in list(world.tokens.items()):
+            if value not in before and token.kind == "long":
+                meta.revoke_token(value, subcode=460)
+
+    meta.set_latency("/debug_token", 800)
+    revoker = threading.Timer(0.3, revoke_the_new_long_lived_token)
+    revoker.start()
+    try:
+        outcome = result(browser.callback(url, bindings=(flow.binding,)))
+    finally:
+        revoker.join()
+
+    assert [world.tokens[v].revoked_subcode for v in set(world.tokens) - before
+            if world.tokens[v].kind == "long"] == [460]
+    assert outcome == {"error": "meta_error"}
+    _assert_nothing_stored(owner_db, tenant_id)
+    assert [call_kind(c) for c in meta_log.calls()] == ["code", "long_lived", "debug_token"]
+    [event] = _log_events(app_logs, "oauth_connection")
+    assert (event["success"], event["error_code"], event["reason"]) == (
+        False, "meta_error", "token_invalid")
+    assert result(browser.callback(url, bindings=(flow.binding,))) == {"error": "invalid_state"}
 
 
 # -- concurrency -----------------------------------------------------------------------------
