@@ -1,7 +1,7 @@
 """The stats and ROI answers, built as JSON text by Postgres in one statement.
 
 Why in SQL: an answer covers every campaign of the tenant (1,000 in the benchmark). Doing the
-joins, currency rules, rounding and serialisation in Python cost ~25 ms of interpreter time per
+joins, currency rules, rounding and serialisation in Python cost ~35 ms of interpreter time per
 request, which under load queued every other request of the container behind it
 (`make bench ONLY=api_load`). Postgres does the same work in C, in its own process, and hands back
 one string that the handler returns as the body.

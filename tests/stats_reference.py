@@ -2,7 +2,7 @@
 reference that tests/test_stats_json.py holds the SQL answers (shared/ads_stats_json.py) to.
 
 This was the production implementation until the answers moved into Postgres (issue 9: it cost
-~25 ms of interpreter time per request). It is kept as an independent second reading of the
+~35 ms of interpreter time per request). It is kept as an independent second reading of the
 rules in shared/ads_stats.py's docstring; only ties it left to dict order are made explicit.
 """
 
