@@ -334,8 +334,16 @@ _RETRY = """
 _BY_OUTCOME = {"SENT": _SENT, "FAILED": _FAILED, "UNKNOWN": _UNKNOWN, "RETRY": _RETRY}
 
 
+# Row locks in id order before any update. The status webhook locks the rows it touches the
+# same way (shared.webhook_store.lock_logs), so a flush and a webhook batch over the same messages
+# queue behind each other instead of deadlocking (each would otherwise lock in its own order).
+_LOCK_BY_ID = "SELECT 1 FROM automation_logs WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE"
+
+
 def write_results(conn: psycopg.Connection, holder: uuid.UUID, results: list[Result]) -> None:
-    """One transaction per flush: every result, and the opt-outs Meta reported (131050)."""
+    """One transaction per flush: every result, and the opt-outs Meta reported (131050).
+    Idempotent as a whole, so a transaction Postgres aborted can simply run again."""
+    conn.execute(_LOCK_BY_ID, ([r.log_id for r in results],))
     with conn.cursor() as cur:
         for outcome, sql in _BY_OUTCOME.items():
             params = [{"id": r.log_id, "wamid": r.wamid, "code": r.error_code,

@@ -41,14 +41,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from shared import credentials, whatsapp_senders, whatsapp_templates_store
 from shared import hsm_claims as claims
-from shared.db import reset_connection, system_tx, tenant_tx
+from shared.db import reset_connection, retry_conflicts, system_tx, tenant_tx
 from shared.errors import AppError
-from shared.graph import AsyncGraphClient, GraphClient
 from shared.graph_errors import MetaError, MetaTokenInvalid
 from shared.hsm_claims import Claim, Result, Rule
 from shared.hsm_eligibility import send_window_open
@@ -231,6 +229,10 @@ def _prepare_leased(tenant_id: str, run_id: uuid.UUID, deadline: float) -> Tenan
         _release_lease(tenant_id, run_id)
         return None
     token = stored.token()
+    # httpx and the Graph client are imported once a tenant has something to send: a run over
+    # tenants without rules, sender or token never loads them (cold start).
+    from shared.graph import GraphClient
+
     try:
         with GraphClient.for_token(token, deadline=deadline) as graph:
             ensure_fresh_templates(tenant_id, graph=graph)
@@ -324,6 +326,10 @@ class TenantDispatch:
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.batch_size * 2)
         self.flush_now = asyncio.Event()
         self.flush_lock = asyncio.Lock()
+        import httpx  # local, as in _prepare_leased (loaded there already)
+
+        from shared.graph import AsyncGraphClient
+
         self.graph = AsyncGraphClient.for_token(
             self.plan.token, deadline=self.deadline,
             max_attempts=1,  # a second attempt only ever comes from a later re-claim
@@ -642,8 +648,13 @@ class TenantDispatch:
                 raise
 
     def _write_tx(self, batch: list[Result]) -> None:
-        with tenant_tx(self.tenant_id) as conn:
-            claims.write_results(conn, self.run_id, batch)
+        def write() -> None:
+            with tenant_tx(self.tenant_id) as conn:
+                claims.write_results(conn, self.run_id, batch)
+
+        # Results must not be lost to a deadlock or serialization abort (Meta already has these
+        # messages): the write is idempotent, so it simply runs again.
+        retry_conflicts(write)
 
     def _log_finished(self, seconds: float) -> None:
         span = (self.last_send - self.first_send) if self.first_send and self.last_send else 0

@@ -289,7 +289,11 @@ def apply(tenant_id: str, work: TenantWork, counts: Counter) -> None:
 
 def _apply_once(tenant_id: str, work: TenantWork, counts: Counter) -> None:
     with tenant_tx(tenant_id) as conn:
-        # Rows in one order (by wamid) so two webhook deliveries never deadlock each other.
+        # Every row this payload touches is locked up front, in one order (by id), so neither
+        # another webhook delivery nor a dispatch run writing results can deadlock with it.
+        store.lock_logs(conn, [(item["wamid"], item["log_id"])
+                               for item in (*work.deliveries, *work.failures)])
+        # In time order per message, so each status is applied after the one before it.
         for item in sorted(work.deliveries, key=lambda d: (d["wamid"] or "", d["at"])):
             applied = store.apply_delivery(conn, wamid=item["wamid"], log_id=item["log_id"],
                                            status=item["status"], at=item["at"])

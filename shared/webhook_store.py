@@ -52,6 +52,19 @@ _FAIL = f"""
 """  # noqa: S608 - constant fragments only
 
 
+def lock_logs(conn: psycopg.Connection, matches: list[tuple[str, str | None]]) -> None:
+    """Lock every log row these (wamid, log id) pairs match, in id order, before changing any:
+    the dispatcher's result writes lock in the same order (shared.hsm_claims.write_results), so
+    the two never deadlock over a batch of the same messages."""
+    if not matches:
+        return
+    conn.execute(
+        "SELECT 1 FROM automation_logs WHERE wamid = ANY(%s) "
+        "OR (wamid IS NULL AND id = ANY(%s::uuid[])) ORDER BY id FOR UPDATE",
+        ([wamid for wamid, _ in matches], [log_id for _, log_id in matches if log_id]),
+    )
+
+
 def apply_delivery(conn: psycopg.Connection, *, wamid: str, log_id: str | None, status: str,
                    at: datetime) -> bool:
     """sent / delivered / read. True when a log row took it (even if it was already ahead)."""

@@ -13,6 +13,7 @@ import copy
 import json
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from devstack.lambda_context import LocalContext
 from sandbox.whatsapp_send import SendControl
 from shared import credentials
 from shared.db import tenant_tx
+from shared.hsm_claims import Result, write_results
 from shared.settings import get_settings
 from tests.ads_support import AdsControl, connect_meta, insight_rows, invoke_sync, sync_event
 from tests.fixtures_dispatch import HIGH_CAP, add_leads, add_rule, dispatch
@@ -255,3 +257,70 @@ def test_status_webhooks_racing_the_dispatch_never_downgrade(api, stack, sender,
     assert all(r["wamid"] for r in rows) and len({r["wamid"] for r in rows}) == 40
     assert delivered >= 120  # 3 statuses per message
     assert {d["status_code"] for d in ours} == {200}
+
+
+def _lock_waiters() -> int:
+    with tenant_tx("t-observer") as conn:  # pg_locks is not under RLS: every session's waits
+        return conn.execute("SELECT count(DISTINCT pid) AS n FROM pg_locks "
+                            "WHERE NOT granted").fetchone()["n"]
+
+
+def _wait_for_lock_waiters(count: int) -> None:
+    deadline = time.monotonic() + 30
+    while _lock_waiters() < count:
+        assert time.monotonic() < deadline, f"never saw {count} sessions waiting on a lock"
+        time.sleep(0.02)
+
+
+def test_result_writes_and_status_webhooks_over_the_same_messages_never_deadlock(
+        api, sender, tenant_id):
+    """A dispatch run's result flush and a status webhook batch for the same 100 messages, each
+    visiting the rows in the opposite order to the other, made to overlap: a third session holds
+    the middle row until both are waiting for it. Both lock their rows in id order first, so
+    they queue instead of deadlocking: the flush (written here without the dispatcher's retry)
+    does not fail, and the webhook is answered 200."""
+    phone_id = sender["setup"].phone_number_id
+    add_leads(tenant_id, 100)
+    holder = uuid.uuid4()
+    with tenant_tx(tenant_id) as conn:  # 100 permitted sends waiting for their results
+        ids = sorted(str(r["id"]) for r in conn.execute(
+            "INSERT INTO automation_logs (tenant_id, rule_id, lead_id, template_name, language, "
+            "phone, status, claimed_by, attempt_started_at, attempts) "
+            "SELECT l.tenant_id, r.id, l.id, r.template_name, r.language, l.phone, 'PENDING', "
+            "%s, now(), 1 FROM leads l CROSS JOIN automation_rules r RETURNING id",
+            (holder,)).fetchall())
+    # wamid order is the reverse of id order and the results come in id order: a webhook
+    # applied by wamid and a flush applied in result order meet the rows in opposite orders.
+    wamid = {log_id: f"wamid.race.{999 - n:03d}" for n, log_id in enumerate(ids)}
+    results = [Result(log_id=log_id, lead_id="", outcome="SENT", wamid=wamid[log_id])
+               for log_id in ids]
+    statuses = [status(wamid[log_id], kind, log_id=log_id, timestamp=1_760_000_000 + n)
+                for n, kind in enumerate(("sent", "delivered", "read")) for log_id in ids]
+
+    def flush() -> None:
+        with tenant_tx(tenant_id) as conn:
+            write_results(conn, holder, results)
+
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_middle_row() -> None:
+        with tenant_tx(tenant_id) as conn:
+            conn.execute("SELECT 1 FROM automation_logs WHERE id = %s FOR UPDATE", (ids[50],))
+            locked.set()
+            release.wait(timeout=60)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        held = pool.submit(hold_the_middle_row)
+        assert locked.wait(timeout=30)
+        webhook = pool.submit(post_webhook, api, status_payload(phone_id, statuses))
+        _wait_for_lock_waiters(1)
+        flushed = pool.submit(flush)
+        _wait_for_lock_waiters(2)
+        release.set()  # both go on; without the fix each would hold rows the other needs
+        held.result(timeout=60)
+        assert webhook.result(timeout=60).status_code == 200
+        flushed.result(timeout=60)  # a deadlock victim would raise DeadlockDetected here
+
+    rows = fetch(tenant_id, "SELECT id, status, wamid FROM automation_logs")
+    assert {str(r["id"]): (r["status"], r["wamid"]) for r in rows} == {
+        log_id: ("READ", wamid[log_id]) for log_id in ids}
