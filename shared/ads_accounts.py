@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -21,7 +21,6 @@ from shared import ads_store
 from shared.db import tenant_tx
 from shared.errors import AccountNotAccessible, MetaReconnectRequired
 from shared.events import EventPublishError, publish
-from shared.graph import GraphClient, next_page_params, page_items
 from shared.graph_errors import (
     MetaError,
     MetaPermissionDenied,
@@ -30,8 +29,14 @@ from shared.graph_errors import (
     MetaTokenInvalid,
     MetaTransient,
 )
-from shared.meta_session import tenant_graph
 from shared.observability import logger, metrics
+
+if TYPE_CHECKING:
+    from shared.graph import GraphClient
+
+# shared.graph and shared.meta_session are imported in the functions that call Meta: handlers
+# import this module for normalize_account_id and CONNECTED_EVENT too (campaign_sync,
+# marketing_stats), and a cold start should not load httpx for that.
 
 CONNECTED_EVENT = "MetaAdAccountConnected"
 
@@ -132,6 +137,8 @@ def _raise_if_fatal(error: MetaError) -> None:
 
 def list_ad_accounts(graph: GraphClient) -> list[dict[str, Any]]:
     """Every ad account the token can use, once each, sorted by business then name."""
+    from shared.graph import next_page_params, page_items  # see the note at the imports
+
     listing = _Listing()
     account_params = {"fields": ACCOUNT_FIELDS, "limit": PAGE_LIMIT}
     business_params = {"fields": "id,name", "limit": PAGE_LIMIT}
@@ -176,6 +183,8 @@ def list_ad_accounts(graph: GraphClient) -> list[dict[str, Any]]:
 
 def _absorb(listing: _Listing, edge: _Edge, result: Any) -> _Edge | None:
     """Take one edge's page; return the edge to fetch next (next page or a retry), if any."""
+    from shared.graph import next_page_params, page_items  # see the note at the imports
+
     if isinstance(result, MetaError):
         _raise_if_fatal(result)
         if isinstance(result, MetaTransient) and edge.attempt == 0:
@@ -204,6 +213,8 @@ def _sort_key(item: dict[str, Any]) -> tuple:
 
 
 def wizard_accounts(tenant_id: str, deadline: float | None) -> list[dict[str, Any]]:
+    from shared.meta_session import tenant_graph  # see the note at the imports
+
     with tenant_graph(tenant_id, deadline) as graph:
         accounts = list_ad_accounts(graph)
         logger.info("ads_wizard_listed", extra={"tenant_id": tenant_id,
@@ -246,6 +257,8 @@ class Connected:
 
 def connect_account(tenant_id: str, user_id: str | None, account_id: str,
                     deadline: float | None) -> Connected:
+    from shared.meta_session import tenant_graph  # see the note at the imports
+
     with tenant_graph(tenant_id, deadline) as graph:
         info = read_account(graph, account_id)
     with tenant_tx(tenant_id) as conn:

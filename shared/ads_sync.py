@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared import ads_store
@@ -37,7 +37,6 @@ from shared.ads_store import InsightRow
 from shared.db import system_tx, tenant_tx
 from shared.errors import MetaNotConnected, MetaReconnectRequired
 from shared.events import publish_many
-from shared.graph import GraphClient
 from shared.graph_errors import (
     MetaError,
     MetaPermissionDenied,
@@ -49,6 +48,9 @@ from shared.graph_errors import (
 from shared.meta_session import load_usable_credential, record_token_invalid
 from shared.observability import logger, metrics
 from shared.settings import get_settings
+
+if TYPE_CHECKING:
+    from shared.graph import GraphClient
 
 SYNC_REQUESTED_EVENT = "MetaAdAccountSyncRequested"
 CAMPAIGN_FIELDS = ("id,name,status,effective_status,objective,daily_budget,lifetime_budget,"
@@ -216,6 +218,9 @@ def sync_account(tenant_id: str, account_id: str, *, deadline: float | None,
     graph: GraphClient | None = None
     try:
         stored = load_usable_credential(tenant_id)
+        # Local: a tenant that is not connected is answered without loading httpx (cold start).
+        from shared.graph import GraphClient
+
         graph = GraphClient.for_token(stored.token(), deadline=deadline)
         run = _Run(tenant_id, account_id, account, graph, options, deadline, result, sleep)
         _sync_campaigns(run)

@@ -11,8 +11,6 @@ from datetime import datetime
 
 import psycopg
 
-from shared.crypto import get_token_cipher
-
 META_TOKEN = "META_USER_LONG_TOKEN"
 META_CATEGORY = "meta_ads"
 
@@ -29,6 +27,10 @@ class StoredCredential:
 
     def token(self) -> str:
         """Decrypt on demand: the plaintext lives only as long as the caller's Graph call."""
+        # Imported on use: most functions load credential rows (status, expiry) on their first
+        # event without encrypting or decrypting anything (cold start).
+        from shared.crypto import get_token_cipher
+
         return get_token_cipher().decrypt(self.ciphertext, tenant_id=self.tenant_id,
                                           credential=META_TOKEN)
 
@@ -53,6 +55,8 @@ def save(conn: psycopg.Connection, tenant_id: str, token: str, *, expires_at: da
          data_access_expires_at: datetime | None, meta_user_id: str | None,
          scopes: list[str]) -> None:
     """Upsert the token with a fresh data key; a reconnect clears any needs_reconnect state."""
+    from shared.crypto import get_token_cipher  # on use, as in StoredCredential.token
+
     blob = get_token_cipher().encrypt(token, tenant_id=tenant_id, credential=META_TOKEN)
     conn.execute(
         """

@@ -122,16 +122,17 @@ class TokenCipher:
 
     @property
     def kms(self) -> Any:
-        """The boto3 KMS client, created on first use (honours AWS_ENDPOINT_URL natively)."""
+        """The KMS client, created on first use (honours AWS_ENDPOINT_URL natively)."""
         if self._kms is None:
             with self._client_lock:
                 if self._kms is None:
-                    import boto3
                     from botocore.config import Config
 
-                    self._kms = boto3.client(
+                    from shared.aws import create_client  # botocore's: see shared.aws
+
+                    self._kms = create_client(
                         "kms",
-                        config=Config(
+                        Config(
                             retries={"mode": "standard", "max_attempts": 3},
                             connect_timeout=2,
                             read_timeout=5,

@@ -57,12 +57,6 @@ def appsecret_proof(access_token: str, app_secret: str) -> str:
     return hmac.new(app_secret.encode(), access_token.encode(), hashlib.sha256).hexdigest()
 
 
-def deadline_from_context(context: Any, reserve_seconds: float = 2.0) -> float:
-    """A time.monotonic() deadline that leaves `reserve_seconds` for the Lambda to wrap up."""
-    remaining = context.get_remaining_time_in_millis() / 1000.0
-    return time.monotonic() + max(0.0, remaining - reserve_seconds)
-
-
 @dataclass(frozen=True)
 class TokenGrant:
     """An /oauth/access_token answer. expires_in is None when Meta omits it (it sometimes does)."""

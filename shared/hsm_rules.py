@@ -79,6 +79,9 @@ def in_send_window(send_window: Mapping[str, Any] | None, now: datetime) -> bool
 
 
 # -- input models (the API edge turns their errors into 422) -----------------------------------
+# defer_build: a model's validator is built on its first use, not at import. The dispatcher and
+# whatsapp_connect import this module for the helpers above and never validate a rule; the rules
+# API builds only the model its request needs (cold start).
 def iana_timezone(value: str | None) -> str | None:
     """A pydantic check: an IANA zone name (or None)."""
     if value is None:
@@ -93,7 +96,7 @@ def iana_timezone(value: str | None) -> str | None:
 
 
 class SendWindow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     start: Annotated[str, Field(pattern=_HHMM, description="HH:MM, local time")]
     end: Annotated[str, Field(pattern=_HHMM, description="HH:MM, local time")]
@@ -120,7 +123,7 @@ BodyParams = Annotated[list[LeadField], Field(max_length=20)]
 
 
 class RuleCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
 
     name: RuleName
     trigger_type: Literal["lead_followup"] = "lead_followup"
@@ -133,7 +136,7 @@ class RuleCreate(BaseModel):
 
 
 class RulePatch(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
 
     name: RuleName | None = None
     trigger_type: Literal["lead_followup"] | None = None

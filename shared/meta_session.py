@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from shared import credentials
 from shared.db import tenant_tx
 from shared.errors import MetaNotConnected, MetaRateLimited, MetaReconnectRequired, MetaUnavailable
-from shared.graph import GraphClient
 from shared.graph_errors import MetaError, MetaTokenInvalid, MetaTransient
 from shared.graph_errors import MetaRateLimited as GraphRateLimited
 from shared.observability import logger, metrics
+
+if TYPE_CHECKING:
+    from shared.graph import GraphClient
 
 
 def load_usable_credential(tenant_id: str) -> credentials.StoredCredential:
@@ -42,6 +45,10 @@ def record_token_invalid(tenant_id: str, error: MetaError) -> None:
 @contextmanager
 def tenant_graph(tenant_id: str, deadline: float | None = None) -> Iterator[GraphClient]:
     stored = load_usable_credential(tenant_id)
+    # Imported here, once there is a token to call Meta with: a tenant that is not connected is
+    # answered without loading the Graph client and httpx (cold start).
+    from shared.graph import GraphClient
+
     try:
         with GraphClient.for_token(stored.token(), deadline=deadline) as graph:
             yield graph

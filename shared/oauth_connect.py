@@ -24,7 +24,6 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from shared import credentials
 from shared.db import tenant_tx
-from shared.graph import GraphClient
 from shared.graph_errors import MetaError
 from shared.oauth_state import StateRejected, consume_state, is_well_formed
 from shared.observability import logger, metrics
@@ -152,6 +151,9 @@ def _connect(tenant_id: str, code: str | None, deadline: float | None) -> Outcom
 
 def obtain_long_lived_token(code: str, deadline: float | None) -> VerifiedToken:
     """The three Meta calls, in sequence, under one deadline. Raises MetaError or _Refused."""
+    # Local: most callbacks that fail (bad state, access_denied) never reach Meta or need httpx.
+    from shared.graph import GraphClient
+
     settings = get_settings()
     with GraphClient.for_token(None, deadline=deadline) as graph:
         short = graph.exchange_code(code, settings.meta_redirect_uri)

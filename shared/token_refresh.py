@@ -34,15 +34,14 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared import events
 from shared import token_refresh_store as store
 from shared.credentials import META_TOKEN
-from shared.crypto import get_token_cipher
 from shared.db import system_tx, tenant_tx
+from shared.deadlines import deadline_from_context
 from shared.errors import Conflict, MetaNotConnected
-from shared.graph import AsyncGraphClient, deadline_from_context
 from shared.graph_errors import MetaError, MetaRateLimited, MetaTokenInvalid, MetaTransient
 from shared.observability import counters, logger
 from shared.settings import get_settings
@@ -59,6 +58,9 @@ from shared.token_health import (
     iso,
     meta_time,
 )
+
+if TYPE_CHECKING:
+    from shared.graph import AsyncGraphClient
 
 RECONNECT_EVENT = "MetaReconnectRequired"
 EXCHANGE_REFUSED = "exchange_refused"
@@ -185,6 +187,8 @@ def _executor(kind: str) -> ThreadPoolExecutor:
 def _graph_client(deadline: float) -> AsyncGraphClient:
     # App-credential calls only (exchange, debug_token): no tenant token is bound to the client,
     # each call carries the token it is about; one pool serves the whole run.
+    from shared.graph import AsyncGraphClient  # local: loads httpx only for a run that starts
+
     s = get_settings()
     return AsyncGraphClient(None, app_secret=s.app_secret(), base_url=s.meta_graph_url,
                             version=s.meta_graph_api_version, timeout=s.meta_timeout_seconds,
@@ -440,11 +444,15 @@ def _claim(tenant_id: str, h: Horizons | None) -> store.ClaimedCredential | None
 
 
 def _decrypt(claimed: store.ClaimedCredential) -> str:
+    from shared.crypto import get_token_cipher  # local, as in shared.credentials
+
     return get_token_cipher().decrypt(claimed.ciphertext, tenant_id=claimed.tenant_id,
                                       credential=META_TOKEN)
 
 
 def _encrypt(tenant_id: str, token: str) -> bytes:
+    from shared.crypto import get_token_cipher  # local, as in shared.credentials
+
     return get_token_cipher().encrypt(token, tenant_id=tenant_id, credential=META_TOKEN)
 
 

@@ -9,13 +9,15 @@ reachable through two businesses appears once. Graph only: no database here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from shared.graph import GraphClient, next_page_params, page_items
 from shared.graph_errors import MetaError, MetaPermissionDenied, MetaRequestError
 from shared.observability import logger
 from shared.whatsapp_senders import max_per_second_for
+
+if TYPE_CHECKING:
+    from shared.graph import GraphClient
 
 WABA_FIELDS = "id,name,timezone_id,currency,owner_business_info"
 PHONE_FIELDS = ("id,display_phone_number,verified_name,quality_rating,code_verification_status,"
@@ -74,6 +76,10 @@ def _relative(path: str, params: dict[str, Any]) -> dict[str, str]:
 
 def _drain(graph: GraphClient, path: str, params: dict[str, Any], first: Any) -> list[Any]:
     """Items of a first page that came from a batch, plus any further pages."""
+    # Local: shared.graph (httpx) is loaded by whoever built `graph`, not by importing this
+    # module (whatsapp_connect's handler imports it and may never call Meta).
+    from shared.graph import next_page_params, page_items
+
     items = list(page_items(first))
     following = next_page_params(first, params)
     if following is not None:

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import whatsapp_senders
 from shared import whatsapp_templates_store as store
 from shared.db import tenant_tx
 from shared.errors import WhatsAppNotConnected
-from shared.graph import GraphClient
 from shared.graph_errors import MetaRateLimited, MetaTransient
-from shared.meta_session import tenant_graph
 from shared.observability import logger, metrics
+
+if TYPE_CHECKING:
+    from shared.graph import GraphClient
 
 TEMPLATE_FIELDS = ("id,name,language,status,category,parameter_format,components,quality_score,"
                    "rejected_reason")
@@ -133,6 +134,10 @@ def ensure_fresh_templates(tenant_id: str, graph: GraphClient | None = None,
         return False
     if graph is not None:
         return _sync_or_keep(tenant_id, graph, sender.waba_id)
+    # Imported on use: the template list and the rules API import this module and never call
+    # Meta, so their cold start skips the session and credential modules.
+    from shared.meta_session import tenant_graph
+
     with tenant_graph(tenant_id) as own:
         return _sync_or_keep(tenant_id, own, sender.waba_id)
 

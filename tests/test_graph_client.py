@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from sandbox.world import SEED_APP_ID, SEED_APP_SECRET
-from shared.graph import AsyncGraphClient, appsecret_proof, deadline_from_context
+from shared.deadlines import deadline_from_context
+from shared.graph import AsyncGraphClient, appsecret_proof
 from shared.graph_errors import (
     MetaPermissionDenied,
     MetaRateLimited,

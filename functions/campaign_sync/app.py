@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, 
 
 from shared.ads_accounts import CONNECTED_EVENT, normalize_account_id
 from shared.ads_sync import SYNC_REQUESTED_EVENT, enqueue_due_syncs, sync_account
-from shared.graph import deadline_from_context
+from shared.deadlines import deadline_from_context
 from shared.observability import entrypoint, logger
 
 SYNC_EVENTS = {CONNECTED_EVENT, SYNC_REQUESTED_EVENT}

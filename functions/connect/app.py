@@ -6,8 +6,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from shared.ads_accounts import connect_account, normalize_account_id
 from shared.api import build_resolver, current_principal, http_response
+from shared.deadlines import deadline_from_context
 from shared.errors import InvalidInput
-from shared.graph import deadline_from_context
 from shared.observability import entrypoint
 
 app = build_resolver()

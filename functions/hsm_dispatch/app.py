@@ -8,7 +8,7 @@ Event" and the Scheduler's input alike), so nothing in the event is read beyond 
 the log; a duplicated or overlapping tick changes nothing more than one run.
 """
 
-from shared.graph import deadline_from_context
+from shared.deadlines import deadline_from_context
 from shared.hsm_dispatch import run_dispatch
 from shared.observability import entrypoint, logger
 

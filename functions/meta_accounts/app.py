@@ -2,7 +2,7 @@
 
 from shared.ads_accounts import wizard_accounts
 from shared.api import build_resolver, current_principal, http_response
-from shared.graph import deadline_from_context
+from shared.deadlines import deadline_from_context
 from shared.observability import entrypoint
 
 app = build_resolver()

@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
 from shared.api import build_resolver, http_response
-from shared.graph import deadline_from_context
+from shared.deadlines import deadline_from_context
 from shared.oauth_connect import CallbackInput, complete_connection
 from shared.oauth_dialog import result_url
 from shared.oauth_state import BINDING_COOKIE

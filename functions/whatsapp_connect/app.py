@@ -5,7 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from shared.api import build_resolver, current_principal, http_response
-from shared.graph import deadline_from_context
+from shared.deadlines import deadline_from_context
 from shared.hsm_rules import iana_timezone
 from shared.observability import entrypoint
 from shared.whatsapp_connect import ConnectRequest, connect_sender
