@@ -4,6 +4,7 @@ A fresh interpreter imports the handler module and serves one event, as a new La
 does; the timings, the answer's status and the peak RSS go to OUT_JSON.
 """
 
+import gc
 import importlib
 import json
 import resource
@@ -13,7 +14,23 @@ import time
 from devstack.lambda_context import LocalContext
 
 
+class GcClock:
+    """Time spent in the cyclic garbage collector, per generation, while the child runs."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started = 0.0
+        gc.callbacks.append(self._tick)
+
+    def _tick(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._started
+
+
 def main() -> None:
+    gc_clock = GcClock()
     module_name, event_path, out_path, function, timeout = sys.argv[1:6]
     with open(event_path) as fh:
         event = json.load(fh)
@@ -33,7 +50,8 @@ def main() -> None:
                else type(answer).__name__)
     with open(out_path, "w") as fh:
         json.dump({"import_s": imported - started, "first_event_s": served - imported,
-                   "total_s": served - started, "outcome": outcome, "maxrss_mb": peak_rss_mb()},
+                   "total_s": served - started, "outcome": outcome, "maxrss_mb": peak_rss_mb(),
+                   "gc_s": gc_clock.seconds},
                   fh)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -37,11 +38,22 @@ class _CallCounters:
 counters = _CallCounters()
 
 
+def resume_gc_after_imports() -> None:
+    """Undo functions/__init__.py's pause, once the handler module has loaded. What the imports
+    built lives as long as the container, so it is frozen first: no later collection, in this
+    or any warm invocation, scans it again."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 def entrypoint(handler: Callable[[dict, Any], Any]) -> Callable[[dict, Any], Any]:
     """The fixed decorator stack of every Lambda entry point.
 
     Events and responses are never logged or traced: they can hold OAuth codes and tokens.
+    Applied last in each handler module, after its imports: it also resumes the collector.
     """
+    resume_gc_after_imports()
 
     @logger.inject_lambda_context(log_event=False, clear_state=True)
     @tracer.capture_lambda_handler(capture_response=False, capture_error=False)
