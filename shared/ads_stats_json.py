@@ -142,11 +142,15 @@ total_figures AS (
 )
 """  # noqa: S608 - constant fragments, no input in them
 
-_STATS = _FIGURES + """
+# Both answers: the tenant's data version and the body, read in one statement (one snapshot).
+_ANSWER_HEAD = """
 SELECT (SELECT coalesce(sum(weight), 0) FROM stats_changes WHERE tenant_id = %(tenant)s)
        AS version,
        json_build_object(
     'from', %(from)s::text, 'to', %(to)s::text,
+"""
+
+_STATS = _FIGURES + _ANSWER_HEAD + """
     'campaigns', (SELECT coalesce(json_agg(json_build_object(
             'campaign_id', campaign_id, 'name', name, 'account_id', account_id,
             'status', status, 'effective_status', effective_status, 'objective', objective,
@@ -170,11 +174,7 @@ SELECT (SELECT coalesce(sum(weight), 0) FROM stats_changes WHERE tenant_id = %(t
 """  # noqa: S608 - constant fragments, no input in them
 
 # Best return first; campaigns without spend (no ROI) last.
-_ROI = _FIGURES + """
-SELECT (SELECT coalesce(sum(weight), 0) FROM stats_changes WHERE tenant_id = %(tenant)s)
-       AS version,
-       json_build_object(
-    'from', %(from)s::text, 'to', %(to)s::text,
+_ROI = _FIGURES + _ANSWER_HEAD + """
     'campaigns', (SELECT coalesce(json_agg(json_build_object(
             'campaign_id', campaign_id, 'name', name, 'account_id', account_id,
             'currency', currency, 'spend', round(spend, 2), 'leads', leads,
