@@ -78,5 +78,5 @@ def test_requirements_hold_runtime_dependencies_only():
     names = {re.split(r"[\[=<>]", line)[0].lower()
              for line in Path(ROOT / "requirements.txt").read_text().splitlines()
              if line and not line.startswith("#")}
-    assert names == {"aws-lambda-powertools", "boto3", "httpx", "pydantic", "pydantic-settings",
-                     "psycopg", "cryptography", "aws-xray-sdk"}
+    assert names == {"aws-lambda-powertools", "boto3", "httpx", "sniffio", "pydantic",
+                     "pydantic-settings", "psycopg", "cryptography", "aws-xray-sdk"}
