@@ -190,9 +190,9 @@ def run(ctx: BenchContext) -> ScenarioResult:
         "at 512 MB) would still need several vCPUs' worth of CPU per second at 1,000/s: "
         "reaching that cap needs the per-send CPU cut or the work split over parallel "
         "invocations per number.",
-        "- The 80/s run: the pacer refills at 94% of the cap with a 25 ms bucket "
-        "(shared/hsm_pacing.py), so the ideal is 0.94× and at most 0.965× of the cap leaves "
-        "in any second before jitter. A 130429 slows it (×0.8, floor 0.5×) and each 2 s "
+        "- The 80/s run: the pacer refills at 94% of the cap with a 12.5 ms bucket (at least "
+        "one send; shared/hsm_pacing.py), so the ideal is 0.94× and at most 0.9525× of the cap "
+        "leaves in any second before jitter. A 130429 slows it (×0.8, floor 0.5×) and each 2 s "
         "without one wins back 5%. Before that recovery existed, one refusal early in a run "
         "held the pace at 0.8 × 0.9 of the cap for the rest of it (53.4/s, 0.67×, in an "
         "earlier run of this scenario); the gap to 1.0× is the headroom kept for arrival "

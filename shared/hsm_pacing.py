@@ -3,14 +3,16 @@
 Meta counts messages per number per second and refuses the excess with 130429 (META_API.md §8).
 The pacer is a token bucket on time.monotonic(): tokens refill at `rate` per second up to a small
 `burst`, and each send takes one. In any one-second window it releases at most rate + burst
-sends, whatever the event loop's hiccups; the small bucket (25 ms of sending) only keeps late
-wake-ups from losing throughput (at 1,000/s a sleep overshooting by 1 ms is a whole send).
-Requests reach Meta with some jitter (network, scheduling), and Meta counts arrivals, so the
-refill rate is 94% of the cap: rate + burst leaves ~35 ms of jitter before a one-second window
-at Meta could hold more than the cap. A 130429 anyway slows the pace (x0.8, at most once a
-second, never below half); each quiet stretch after it wins back 5% of the starting pace, so a
-single refusal costs seconds of throughput, not the rest of the run (it cost a third, measured
-by `make bench ONLY=hsm_dispatch`, when a slowdown was permanent).
+sends, whatever the event loop's hiccups; the small bucket (12.5 ms of sending, at least one
+send) only keeps late wake-ups from losing throughput (at 1,000/s a sleep overshooting by 1 ms is
+a whole send). Requests reach Meta with some jitter (network, scheduling), and Meta counts
+arrivals, so the refill rate is 94% of the cap: rate + burst leaves ~47 ms of jitter before a
+one-second window at Meta could hold more than the cap. (With a 25 ms bucket it was ~35 ms, and
+one bench run in several saw a single 130429 at the 80/s cap: the sandbox counts arrivals as its
+threads get to them, with tens of ms of jitter on a loaded machine.) A 130429 anyway slows the
+pace (x0.8, at most once a second, never below half); each quiet stretch after it wins back 5%
+of the starting pace, so a single refusal costs seconds of throughput, not the rest of the run
+(it cost a third, measured by `make bench ONLY=hsm_dispatch`, when a slowdown was permanent).
 
 Reaching the cap needs rate x latency sends in flight: at 80/s and 300 ms per answer that is 24
 at once. `in_flight_bound` sizes the concurrency from the rate and the assumed answer time.
@@ -24,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 PACING_HEADROOM = 0.94  # refill at 94% of the cap...
-BURST_SECONDS = 0.025  # ...with a bucket of 25 ms of sending (at least one send)
+BURST_SECONDS = 0.0125  # ...with a bucket of 12.5 ms of sending (at least one send)
 ASSUMED_SEND_LATENCY_SECONDS = 0.3  # Meta's usual answer time for a send
 LATENCY_SAFETY = 1.5  # slower answers than assumed still keep the pipe full
 MIN_IN_FLIGHT = 4

@@ -73,7 +73,7 @@ def test_after_a_stall_the_pacer_bursts_no_more_than_its_small_bucket():
     immediate = 0
     while pacer.reserve_slot() == 0:
         immediate += 1
-    assert immediate == int(pacing_burst(1000))  # 25, not 5 s worth (4,500)
+    assert immediate == int(pacing_burst(1000))  # 12, not 5 s worth (4,700)
 
 
 def test_slowing_down_after_130429_is_bounded():
