@@ -15,6 +15,21 @@ META_TOKEN = "META_USER_LONG_TOKEN"
 META_CATEGORY = "meta_ads"
 
 
+def seal(tenant_id: str, token: str) -> bytes:
+    """The token encrypted under a fresh data key, bound to the tenant and this credential."""
+    # Imported on use: most functions load credential rows (status, expiry) on their first
+    # event without encrypting or decrypting anything (cold start).
+    from shared.crypto import get_token_cipher
+
+    return get_token_cipher().encrypt(token, tenant_id=tenant_id, credential=META_TOKEN)
+
+
+def unseal(tenant_id: str, ciphertext: bytes) -> str:
+    from shared.crypto import get_token_cipher  # on use, as in seal
+
+    return get_token_cipher().decrypt(ciphertext, tenant_id=tenant_id, credential=META_TOKEN)
+
+
 @dataclass(frozen=True)
 class StoredCredential:
     tenant_id: str
@@ -27,12 +42,7 @@ class StoredCredential:
 
     def token(self) -> str:
         """Decrypt on demand: the plaintext lives only as long as the caller's Graph call."""
-        # Imported on use: most functions load credential rows (status, expiry) on their first
-        # event without encrypting or decrypting anything (cold start).
-        from shared.crypto import get_token_cipher
-
-        return get_token_cipher().decrypt(self.ciphertext, tenant_id=self.tenant_id,
-                                          credential=META_TOKEN)
+        return unseal(self.tenant_id, self.ciphertext)
 
 
 _COLUMNS = ("tenant_id, status, expires_at, data_access_expires_at, meta_user_id, scopes, "
@@ -55,9 +65,7 @@ def save(conn: psycopg.Connection, tenant_id: str, token: str, *, expires_at: da
          data_access_expires_at: datetime | None, meta_user_id: str | None,
          scopes: list[str]) -> None:
     """Upsert the token with a fresh data key; a reconnect clears any needs_reconnect state."""
-    from shared.crypto import get_token_cipher  # on use, as in StoredCredential.token
-
-    blob = get_token_cipher().encrypt(token, tenant_id=tenant_id, credential=META_TOKEN)
+    blob = seal(tenant_id, token)
     conn.execute(
         """
         INSERT INTO credentials (tenant_id, name, category, ciphertext, status, expires_at,

@@ -326,7 +326,7 @@ class TenantDispatch:
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.batch_size * 2)
         self.flush_now = asyncio.Event()
         self.flush_lock = asyncio.Lock()
-        import httpx  # local, as in _prepare_leased (loaded there already)
+        import httpx  # already loaded by shared.graph in _prepare_leased; named here for Limits
 
         from shared.graph import AsyncGraphClient
 

@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from shared import events
+from shared import credentials, events
 from shared import token_refresh_store as store
-from shared.credentials import META_TOKEN
 from shared.db import system_tx, tenant_tx
 from shared.deadlines import deadline_from_context
 from shared.errors import Conflict, MetaNotConnected
@@ -282,7 +281,7 @@ class _TenantWorker:
         if claimed.status == EXPIRING and recently_tried and not self.force:
             return await self.alert_only(claimed, EXPIRING, claimed.status_reason)
         renew = claimed.expires_at is not None and (self.force or claimed.expires_at <= h.horizon)
-        token = await self.aws(_decrypt, claimed)
+        token = await self.aws(credentials.unseal, claimed.tenant_id, claimed.ciphertext)
         return await self.ask_meta(claimed, token, renew)
 
     async def ask_meta(self, claimed: store.ClaimedCredential, token: str,
@@ -335,7 +334,7 @@ class _TenantWorker:
         status, reason = classify(expires_at, data_access, self.h)
         if refused and reason == TOKEN_NOT_EXTENDED:
             reason = EXCHANGE_REFUSED
-        sealed = (await self.aws(_encrypt, claimed.tenant_id, new_token)
+        sealed = (await self.aws(credentials.seal, claimed.tenant_id, new_token)
                   if new_token else None)
         result = store.Result(status=status, reason=reason, expires_at=expires_at,
                               data_access_expires_at=data_access, scopes=scopes,
@@ -441,19 +440,6 @@ def _report(o: TenantOutcome) -> None:
 def _claim(tenant_id: str, h: Horizons | None) -> store.ClaimedCredential | None:
     with tenant_tx(tenant_id) as conn:
         return store.claim(conn, h)
-
-
-def _decrypt(claimed: store.ClaimedCredential) -> str:
-    from shared.crypto import get_token_cipher  # local, as in shared.credentials
-
-    return get_token_cipher().decrypt(claimed.ciphertext, tenant_id=claimed.tenant_id,
-                                      credential=META_TOKEN)
-
-
-def _encrypt(tenant_id: str, token: str) -> bytes:
-    from shared.crypto import get_token_cipher  # local, as in shared.credentials
-
-    return get_token_cipher().encrypt(token, tenant_id=tenant_id, credential=META_TOKEN)
 
 
 def _save(claimed: store.ClaimedCredential, result: store.Result, *, keep_lease: bool) -> bool:
