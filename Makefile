@@ -89,10 +89,10 @@ unit: $(STAMP)
 test: lint template-check unit
 
 migrate: $(STAMP)
-	$(PY) -m shared.migrator migrate
+	$(PY) -m shared.platform.migrator migrate
 
 rollback: $(STAMP)
-	$(PY) -m shared.migrator rollback
+	$(PY) -m shared.platform.migrator rollback
 
 # Performance figures -> BENCHMARKS.md (about 10 minutes; not part of `make test`).
 # ONLY=<scenario>[,<scenario>] reruns some: cold_start wizard token_refresh hsm_dispatch api_load kms

@@ -134,19 +134,19 @@ def read_stats(prefix: Path) -> dict[str, dict[str, float]]:
 def stats_answer_ms(tenant: str) -> dict[str, float]:
     """One stats answer at a time, in this process (median of 5): built by Postgres (what a
     request pays right after a write) and served from the container's cache (every other one)."""
-    from shared import ads_stats, ads_stats_json
-    from shared.db import tenant_tx
+    from shared.ads import stats, stats_json
+    from shared.platform.db import tenant_tx
 
-    period = ads_stats.DateRange(None, None)
+    period = stats.DateRange(None, None)
     built, cached = [], []
     for _ in range(5):
         with tenant_tx(tenant) as conn:
             started = time.perf_counter()
-            ads_stats_json.answer(conn, tenant, *period.days, "stats", period.as_json())
+            stats_json.answer(conn, tenant, *period.days, "stats", period.as_json())
             built.append((time.perf_counter() - started) * 1000)
-        ads_stats.stats_body(tenant, period, "stats")
+        stats.stats_body(tenant, period, "stats")
         started = time.perf_counter()
-        ads_stats.stats_body(tenant, period, "stats")
+        stats.stats_body(tenant, period, "stats")
         cached.append((time.perf_counter() - started) * 1000)
     return {"built": statistics.median(built), "cached": statistics.median(cached)}
 
@@ -161,7 +161,7 @@ class LeadWriter:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        from shared.db import tenant_tx
+        from shared.platform.db import tenant_tx
 
         while not self._stop.wait(1.0):
             with tenant_tx(self.tenant) as conn:
@@ -319,7 +319,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
         "How stats and ROI meet the goal: an answer covers the tenant's 80,000 Meta leads, "
         "90,000 insight days and 1,000 campaigns. The whole months come from the monthly rollups "
         "of migration 0007, and Postgres builds the whole JSON answer in one statement "
-        "(shared/ads_stats_json.py): "
+        "(shared/ads/stats_json.py): "
         f"{answer_ms['built']:.0f} ms one at a time, and ~1 ms of Python. Before, the same "
         "answer took ~35 ms of Python (psycopg rows, Decimal arithmetic, JSON), and the local "
         "API's one interpreter queued every route behind it: p95 0.5-1.9 s. A container then "

@@ -252,17 +252,18 @@ def run(ctx: BenchContext) -> ScenarioResult:
         "",
         "Fixed for this scenario: the cyclic garbage collector is paused while a handler's "
         "imports run (`functions/__init__.py`, which Lambda imports before the handler module) "
-        "and resumed with the import-time objects frozen (`shared.observability.entrypoint`); "
+        "and resumed with the import-time objects frozen "
+        "(`shared.platform.observability.entrypoint`); "
         "the GC column shows what it saves against the baseline, which collects as usual. "
         "Lazy imports, so that a first event that does not need them does not pay for them: "
         "AWS clients come from one botocore session created on first use "
-        "(`shared/aws.py`; boto3 itself is never imported, it would add s3transfer and "
-        "multiprocessing); `shared.graph` (httpx) is imported inside the functions that call "
-        "Meta, so a handler answering e.g. `meta_not_connected` never loads it; `shared.crypto` "
-        "and `cryptography` load only to encrypt or decrypt; the rule models build their "
-        "validators on first use. `tests/test_cold_imports.py` keeps it so: importing every "
-        "handler in a fresh interpreter loads none of httpx, boto3, shared.graph, shared.crypto "
-        "or cryptography.",
+        "(`shared/platform/aws.py`; boto3 itself is never imported, it would add s3transfer and "
+        "multiprocessing); `shared.meta.graph` (httpx) is imported inside the functions that call "
+        "Meta, so a handler answering e.g. `meta_not_connected` never loads it; "
+        "`shared.platform.crypto` and `cryptography` load only to encrypt or decrypt; the rule "
+        "models build their validators on first use. `tests/test_cold_imports.py` keeps it so: "
+        "importing every handler in a fresh interpreter loads none of httpx, boto3, "
+        "shared.meta.graph, shared.platform.crypto or cryptography.",
         "",
         "What bounds the rest: the baseline already pays for Powertools and the X-Ray SDK. "
         "Every API function adds what its first event needs in any case: the resolver's "

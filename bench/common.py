@@ -273,8 +273,8 @@ class BenchContext:
     def connect(self, tenant_id: str, token: str, *, expires_at: datetime | None = None,
                 user_id: str = "10001", scopes: list[str] | None = None) -> None:
         """Store a Meta token for the tenant as the OAuth callback would (encrypted)."""
-        from shared import credentials
-        from shared.db import tenant_tx
+        from shared.connection import credentials
+        from shared.platform.db import tenant_tx
 
         self.stack  # noqa: B018 - the environment must be in place first
         expiry = expires_at or datetime.now(UTC) + timedelta(days=60)

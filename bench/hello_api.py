@@ -5,8 +5,8 @@ security headers, the entrypoint decorator stack) and no work behind it: its lat
 same load is what the platform costs before any query runs.
 """
 
-from shared.api import build_resolver, current_principal, http_response
-from shared.observability import entrypoint
+from shared.platform.http import build_resolver, current_principal, http_response
+from shared.platform.observability import entrypoint
 
 app = build_resolver()
 

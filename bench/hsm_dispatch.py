@@ -2,7 +2,7 @@
 1,000/s cap.
 
 Set-up per cap: a sandbox WABA whose number has that cap (STANDARD = 80/s; HIGH = 1,000/s) and
-a messaging tier above 5,000 recipients, connected through shared.whatsapp_connect (which syncs
+a messaging tier above 5,000 recipients, connected through shared.whatsapp.connect (which syncs
 the templates), one enabled lead_followup rule created through the API, and 5,000 leads written
 with one set-based INSERT (never contacted, with a phone, created 2 hours ago). The sandbox
 answers each send after 150 ms and refuses any send over the cap in a sliding one-second window
@@ -57,7 +57,7 @@ def _wa_control(ctx: BenchContext, method: str, path: str, body: dict | None = N
 
 def prepare(ctx: BenchContext, cap: int, leads: int) -> tuple[str, str]:
     """A connected tenant with one rule and `leads` eligible leads; returns (tenant, phone)."""
-    from shared.whatsapp_connect import ConnectRequest, connect_sender
+    from shared.whatsapp.connect import ConnectRequest, connect_sender
 
     phone_spec = ({"messaging_limit": "TIER_UNLIMITED", "throughput_level": "HIGH"}
                   if cap > 80 else {"messaging_limit": "TIER_10K"})
@@ -104,7 +104,7 @@ def dispatch_all(tenant: str, leads: int) -> tuple[float, list[dict[str, Any]]]:
 
 
 def sent_rows(tenant: str) -> int:
-    from shared.db import tenant_tx
+    from shared.platform.db import tenant_tx
 
     with tenant_tx(tenant) as conn:
         row = conn.execute("SELECT count(*) AS n FROM automation_logs WHERE status IN "
@@ -191,7 +191,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
         "reaching that cap needs the per-send CPU cut or the work split over parallel "
         "invocations per number.",
         "- The 80/s run: the pacer refills at 94% of the cap with a 12.5 ms bucket (at least "
-        "one send; shared/hsm_pacing.py), so the ideal is 0.94× and at most 0.9525× of the cap "
+        "one send; shared/hsm/pacing.py), so the ideal is 0.94× and at most 0.9525× of the cap "
         "leaves in any second before jitter. A 130429 slows it (×0.8, floor 0.5×) and each 2 s "
         "without one wins back 5%. Before that recovery existed, one refusal early in a run "
         "held the pace at 0.8 × 0.9 of the cap for the rest of it (53.4/s, 0.67×, in an "

@@ -1,11 +1,11 @@
 """KMS calls per 1,000 decrypts of one tenant's token in one warm container.
 
-This process is the warm container: one tenant's token is stored through shared.credentials (as
-the OAuth callback does), then read back and decrypted 1,000 times through the same path every
-function uses (credentials.load(...).token()). The count is the container-wide TokenCipher's
-own KMS counter. Baseline: the same 1,000 decrypts with the data-key cache switched off, i.e. one
-KMS Decrypt per use. A third measure moves the cipher's clock past its cache window to show the
-window is what bounds the count.
+This process is the warm container: one tenant's token is stored through
+shared.connection.credentials (as the OAuth callback does), then read back and decrypted 1,000
+times through the same path every function uses (credentials.load(...).token()). The count is
+the container-wide TokenCipher's own KMS counter. Baseline: the same 1,000 decrypts with the
+data-key cache switched off, i.e. one KMS Decrypt per use. A third measure moves the cipher's
+clock past its cache window to show the window is what bounds the count.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ DECRYPTS = 1000
 
 
 def run(ctx: BenchContext) -> ScenarioResult:
-    from shared import credentials, crypto
-    from shared.crypto import TokenCipher
-    from shared.db import tenant_tx
+    from shared.connection import credentials
+    from shared.platform import crypto
+    from shared.platform.crypto import TokenCipher
+    from shared.platform.db import tenant_tx
 
     result = ScenarioResult(NAME, "KMS calls per 1,000 decrypts (one tenant, one warm container)")
     tenant = ctx.new_tenant("bench-kms")

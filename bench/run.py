@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in wanted if s not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
-    # Before anything imports shared.observability or boto3 (the stack sets the rest).
+    # Before anything imports shared.platform.observability or boto3 (the stack sets the rest).
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "marketing-hub")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     machine = report.machine()

@@ -38,7 +38,7 @@ GOAL_SECONDS = 30.0
 
 
 def sequential_baseline(tokens: list[str]) -> float:
-    from shared.graph import GraphClient
+    from shared.meta.graph import GraphClient
 
     with GraphClient.for_token(None) as graph:
         started = time.perf_counter()
@@ -52,7 +52,7 @@ def sequential_baseline(tokens: list[str]) -> float:
 def run(ctx: BenchContext) -> ScenarioResult:
     require_functions("token_refresh")
     from devstack.lambda_context import LocalContext
-    from shared import crypto
+    from shared.platform import crypto
 
     result = ScenarioResult(NAME, "Token refresh: 2,000 expiring tokens at 100 ms latency")
     count = 200 if ctx.quick else TOKENS
@@ -136,6 +136,6 @@ def run(ctx: BenchContext) -> ScenarioResult:
 
 
 def _concurrency() -> int:
-    from shared.settings import get_settings
+    from shared.platform.settings import get_settings
 
     return int(getattr(get_settings(), "token_refresh_concurrency", 0) or 0)

@@ -38,7 +38,7 @@ SCOPES = ["ads_read", "ads_management", "business_management"]
 
 def sequential_plan(token: str) -> dict[str, dict[str, Any]]:
     """The original plan: 1 + N calls, one at a time."""
-    from shared.graph import GraphClient
+    from shared.meta.graph import GraphClient
 
     accounts: dict[str, dict[str, Any]] = {}
     with GraphClient.for_token(token) as graph:

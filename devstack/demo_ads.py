@@ -22,9 +22,9 @@ def _ensure_connected(ctx) -> str:
     if ctx.data.get("meta_connected"):
         return "connected through the OAuth step"
     from sandbox.control import SandboxControl
-    from shared import credentials
-    from shared.db import tenant_tx
-    from shared.settings import DEFAULT_SCOPES
+    from shared.connection import credentials
+    from shared.platform.db import tenant_tx
+    from shared.platform.settings import DEFAULT_SCOPES
 
     with SandboxControl(ctx.stack.sandbox.url) as control:
         token = control.issue_token("10001", scopes=list(DEFAULT_SCOPES))
@@ -45,7 +45,7 @@ def _sync_event(tenant_id: str, account_id: str) -> dict:
 
 def _crm_leads(ctx, campaign_ids: list[str]) -> int:
     """Leads the CRM would hold for those campaigns: some won with a deal value."""
-    from shared.db import tenant_tx
+    from shared.platform.db import tenant_tx
 
     rng = random.Random(5)  # noqa: S311 - demo data
     now = datetime.now(UTC)

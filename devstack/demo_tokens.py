@@ -13,9 +13,9 @@ from pathlib import Path
 from devstack import jwt_tokens
 from devstack.lambda_context import LocalContext
 from sandbox.control import SandboxControl
-from shared import credentials
-from shared.db import tenant_tx
-from shared.settings import get_settings
+from shared.connection import credentials
+from shared.platform.db import tenant_tx
+from shared.platform.settings import get_settings
 
 EVENT = Path(__file__).resolve().parent.parent / "events" / "token_refresh_scheduled.json"
 DAY = 86400

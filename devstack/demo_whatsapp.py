@@ -33,9 +33,9 @@ def _ensure_connected(ctx) -> str:
     if ctx.data.get("meta_connected"):
         return "Meta connected through the OAuth step"
     from sandbox.control import SandboxControl
-    from shared import credentials
-    from shared.db import tenant_tx
-    from shared.settings import DEFAULT_SCOPES
+    from shared.connection import credentials
+    from shared.platform.db import tenant_tx
+    from shared.platform.settings import DEFAULT_SCOPES
 
     with SandboxControl(ctx.stack.sandbox.url) as control:
         token = control.issue_token("10001", scopes=list(DEFAULT_SCOPES))
@@ -48,7 +48,7 @@ def _ensure_connected(ctx) -> str:
 
 
 def _add_leads(ctx) -> None:
-    from shared.db import tenant_tx
+    from shared.platform.db import tenant_tx
 
     now = datetime.now(UTC)
     with tenant_tx(ctx.tenant_id) as conn, conn.cursor() as cur:

@@ -125,7 +125,7 @@ def demo_leads(tenant_id: str, campaign_ids: list[str], now: datetime) -> list[d
 def seed_tenant(tenant_id: str, campaign_ids: list[str]) -> int:
     """Insert the demo leads once per tenant (as the app role, under row-level security);
     returns how many were inserted (0 when the tenant already has leads)."""
-    from shared.db import tenant_tx
+    from shared.platform.db import tenant_tx
 
     with tenant_tx(tenant_id) as conn:
         # Two first sign-ins at once must not seed twice.
@@ -159,7 +159,7 @@ def scheduled_event() -> dict[str, Any]:
 
 
 def account_connected_event(tenant_id: str, account_id: str) -> dict[str, Any]:
-    """The EventBridge event `connect` puts on the bus (shared.events.publish)."""
+    """The EventBridge event `connect` puts on the bus (shared.platform.events.publish)."""
     return {
         "version": "0", "id": str(uuid.uuid4()), "detail-type": "MetaAdAccountConnected",
         "source": "crm.marketing-hub", "account": "000000000000",
@@ -263,7 +263,7 @@ class DevRoutes:
         claims = self._admin_claims(request)
         if isinstance(claims, Response):
             return claims
-        from shared.db import tenant_tx
+        from shared.platform.db import tenant_tx
 
         tenant_id = claims["custom:tenant_id"]
         with tenant_tx(tenant_id) as conn:

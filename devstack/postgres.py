@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from shared.migrator import migrate
+from shared.platform.migrator import migrate
 
 APP_ROLE = "marketing_app"
 

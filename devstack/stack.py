@@ -21,14 +21,15 @@ VERIFY_TOKEN = "local-verify-token"
 
 def reset_caches() -> None:
     """Forget cached settings, clients and connections after the environment changed."""
-    from shared import ads_stats, aws, db, settings
+    from shared.ads import stats
+    from shared.platform import aws, db, settings
 
     settings.get_settings.cache_clear()
     aws.reset_clients()
     db.reset_connection()
-    ads_stats.forget_answers()  # a new database starts its data versions again
+    stats.forget_answers()  # a new database starts its data versions again
     try:
-        from shared import crypto
+        from shared.platform import crypto
 
         crypto.reset_token_cipher()
     except ImportError:  # pragma: no cover - crypto lands with the foundation

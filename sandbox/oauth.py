@@ -136,7 +136,7 @@ def _client(ctx: Ctx) -> App:
     if app is None:
         raise GraphError(101, "Error validating application. Invalid application ID.")
     if not hmac.compare_digest(app.secret, p.get("client_secret", "")):
-        # Observed from Meta as code 1 (not 100); shared/graph_errors treats it as non-transient.
+        # Observed from Meta as code 1 (not 100); shared/meta/errors.py treats it as non-transient.
         raise GraphError(1, "Error validating client secret.")
     return app
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from devstack.lambda_context import LocalContext
 from sandbox.control import SandboxControl
-from shared import credentials
-from shared.db import tenant_tx
-from shared.settings import DEFAULT_SCOPES
+from shared.connection import credentials
+from shared.platform.db import tenant_tx
+from shared.platform.settings import DEFAULT_SCOPES
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared.settings import get_settings
+from shared.platform.settings import get_settings
 from tests.ads_support import AdsControl, ConnectedTenant, connect_meta
 
 

@@ -18,8 +18,9 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from sandbox.whatsapp_send import SendControl
-from shared.db import tenant_tx
-from shared.hsm_dispatch import DispatchHooks, DispatchSummary, run_dispatch
+from shared.hsm.dispatch import run_dispatch
+from shared.hsm.tenant_run import DispatchHooks, DispatchSummary
+from shared.platform.db import tenant_tx
 from tests.fixtures_whatsapp import WhatsAppSetup, connect, fetch, new_account
 
 HIGH_CAP = 1000  # the fast tests: an upgraded number, near-zero latency

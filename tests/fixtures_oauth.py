@@ -23,9 +23,9 @@ import pytest
 from psycopg.rows import dict_row
 
 from sandbox.control import SandboxControl
-from shared.oauth_state import BINDING_COOKIE, sha256_hex
-from shared.observability import logger as app_logger
-from shared.settings import get_settings
+from shared.connection.oauth_state import BINDING_COOKIE, sha256_hex
+from shared.platform.observability import logger as app_logger
+from shared.platform.settings import get_settings
 
 
 @dataclass

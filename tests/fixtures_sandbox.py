@@ -9,7 +9,7 @@ import pytest
 from sandbox.control import SandboxControl
 from sandbox.server import RunningSandbox, start
 from sandbox.world import SEED_APP_ID, SEED_APP_SECRET
-from shared.graph import GraphClient
+from shared.meta.graph import GraphClient
 
 
 @pytest.fixture(scope="session")

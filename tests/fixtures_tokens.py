@@ -23,10 +23,10 @@ from psycopg.rows import dict_row
 
 from devstack.lambda_context import LocalContext
 from sandbox.control import SandboxControl
-from shared import credentials
-from shared.db import tenant_tx
-from shared.observability import logger as app_logger
-from shared.settings import get_settings
+from shared.connection import credentials
+from shared.platform.db import tenant_tx
+from shared.platform.observability import logger as app_logger
+from shared.platform.settings import get_settings
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 DAY = 86400
@@ -75,8 +75,8 @@ class Connection:
 
 class Connections:
     """Makes tenants' Meta connections directly: a sandbox token with chosen expiries, stored
-    encrypted with shared.credentials.save inside the tenant's transaction. Their rows are
-    removed (by tenant, as the app role) after the test so later runs never see them."""
+    encrypted with shared.connection.credentials.save inside the tenant's transaction. Their rows
+    are removed (by tenant, as the app role) after the test so later runs never see them."""
 
     def __init__(self, control: SandboxControl):
         self.control = control

@@ -27,9 +27,9 @@ from psycopg.types.json import Jsonb
 
 from devstack.stack import SANDBOX_APP_SECRET
 from sandbox.control import SandboxControl
-from shared import credentials
-from shared.db import tenant_tx
-from shared.whatsapp_connect import ConnectRequest, connect_sender
+from shared.connection import credentials
+from shared.platform.db import tenant_tx
+from shared.whatsapp.connect import ConnectRequest, connect_sender
 
 WHATSAPP_SCOPES = ["business_management", "whatsapp_business_management",
                    "whatsapp_business_messaging"]

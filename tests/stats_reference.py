@@ -1,9 +1,9 @@
 """The marketing stats rules written plainly in Python, over the store's per-campaign sums: the
-reference that tests/test_stats_json.py holds the SQL answers (shared/ads_stats_json.py) to.
+reference that tests/test_stats_json.py holds the SQL answers (shared/ads/stats_json.py) to.
 
 This was the production implementation until the answers moved into Postgres (issue 9: it cost
 ~35 ms of interpreter time per request). It is kept as an independent second reading of the
-rules in shared/ads_stats.py's docstring; only ties it left to dict order are made explicit.
+rules in shared/ads/stats.py's docstring; only ties it left to dict order are made explicit.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from shared import ads_stats_store as store
-from shared.ads_stats import DateRange, money, ratio
-from shared.db import tenant_tx
+from shared.ads import stats_store as store
+from shared.ads.stats import DateRange, money, ratio
+from shared.platform.db import tenant_tx
 
 _ROI = Decimal("0.0001")
 

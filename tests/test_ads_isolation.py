@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from shared.db import tenant_tx
+from shared.platform.db import tenant_tx
 from tests.ads_support import connect_meta, invoke_sync, query, sync_event
 
 pytest_plugins = ["tests.fixtures_ads"]

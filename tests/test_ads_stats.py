@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.ads_stats_store import META_LEAD_SOURCES
-from shared.db import tenant_tx
+from shared.ads.stats_store import META_LEAD_SOURCES
+from shared.platform.db import tenant_tx
 from tests.ads_support import insert_account
 
 pytest_plugins = ["tests.fixtures_ads"]

@@ -8,8 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from shared import ads_store, credentials
-from shared.db import system_tx, tenant_tx
+from shared.ads import store
+from shared.connection import credentials
+from shared.platform.db import system_tx, tenant_tx
 from tests.ads_support import (
     account_row,
     connect_meta,
@@ -130,7 +131,7 @@ def test_lookback_updates_days_meta_changed(ads_account, ads_control, ads_world,
 
 def _due(tenant_id: str, account_id: str) -> bool:
     with system_tx() as conn:
-        due = ads_store.due_accounts(conn, datetime.now(UTC) - timedelta(hours=20), 10000)
+        due = store.due_accounts(conn, datetime.now(UTC) - timedelta(hours=20), 10000)
     return (tenant_id, account_id) in due
 
 

@@ -58,7 +58,7 @@ def test_parse_importtime_sums_self_time_per_package():
         "import time: self [us] | cumulative | imported package",
         "import time:      1000 |       1000 |     botocore.exceptions",
         "import time:      2000 |       3000 |   botocore",
-        "import time:       500 |       3500 | shared.crypto",
+        "import time:       500 |       3500 | shared.platform.crypto",
         "some warning line",
     ])
     assert parse_importtime(stderr) == {"botocore": 3.0, "shared": 0.5}

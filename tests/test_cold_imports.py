@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # db_migrate is a deploy-time custom resource (it answers CloudFormation over httpx).
 HANDLERS = sorted(f"functions.{p.parent.name}.app" for p in ROOT.glob("functions/*/app.py")
                   if p.parent.name != "db_migrate")
-ON_USE_ONLY = ("httpx", "boto3", "shared.graph", "shared.crypto", "cryptography")
+ON_USE_ONLY = ("httpx", "boto3", "shared.meta.graph", "shared.platform.crypto", "cryptography")
 
 
 def test_no_handler_imports_what_only_a_meta_or_kms_call_needs():

@@ -1,4 +1,4 @@
-"""shared.crypto against moto's KMS over HTTP (no mocks of our code)."""
+"""shared.platform.crypto against moto's KMS over HTTP (no mocks of our code)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import threading
 import boto3
 import pytest
 
-from shared import crypto
-from shared.crypto import (
+from shared.platform import crypto
+from shared.platform.crypto import (
     TokenCipher,
     TokenCipherError,
     TokenDecryptError,
@@ -368,7 +368,7 @@ def test_get_token_cipher_is_cached_and_resettable(
     key_id,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from shared.settings import get_settings
+    from shared.platform.settings import get_settings
 
     monkeypatch.setenv("TOKEN_KMS_KEY_ID", key_id)
     get_settings.cache_clear()
@@ -389,7 +389,7 @@ def test_get_token_cipher_is_cached_and_resettable(
 
 
 def test_get_token_cipher_requires_key_id(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.settings import get_settings
+    from shared.platform.settings import get_settings
 
     monkeypatch.delenv("TOKEN_KMS_KEY_ID", raising=False)
     get_settings.cache_clear()

@@ -1,5 +1,5 @@
-"""shared.db.retry_conflicts against a real Postgres deadlock: one side is aborted by the server
-and runs again, and the end state counts each piece of work exactly once."""
+"""shared.platform.db.retry_conflicts against a real Postgres deadlock: one side is aborted by the
+server and runs again, and the end state counts each piece of work exactly once."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 import psycopg
 import pytest
 
-from shared.db import retry_conflicts
+from shared.platform.db import retry_conflicts
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from werkzeug.wrappers import Request, Response
 from devstack.lambda_context import LocalContext
 from devstack.local_api import ServerThread
 from devstack.stack import reset_caches
-from shared.migrator import available
+from shared.platform.migrator import available
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_two_migrators_at_once_apply_each_migration_exactly_once(empty_database)
     makes the second wait, then find nothing left to do."""
     import threading
 
-    from shared.migrator import applied, migrate
+    from shared.platform.migrator import applied, migrate
 
     start = threading.Barrier(2, timeout=30)
     results: list[list[str]] = []
@@ -125,7 +125,7 @@ def test_two_migrators_at_once_apply_each_migration_exactly_once(empty_database)
 
 def test_every_migration_rolls_back_and_applies_again(empty_database):
     """Each down file undoes its up file: all the way to an empty schema, and back."""
-    from shared.migrator import applied, migrate, rollback
+    from shared.platform.migrator import applied, migrate, rollback
 
     migrate(empty_database)
     undone = []

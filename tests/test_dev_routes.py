@@ -9,7 +9,7 @@ import pytest
 
 from devstack import jwt_tokens
 from devstack.dev_routes import DEMO_LEADS, DevRoutes
-from shared.db import tenant_tx
+from shared.platform.db import tenant_tx
 
 
 @pytest.fixture(scope="module")

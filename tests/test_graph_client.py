@@ -1,4 +1,4 @@
-"""shared.graph against the running sandbox over real HTTP: paging, batch, errors, retries."""
+"""shared.meta.graph against the running sandbox over real HTTP: paging, batch, errors, retries."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import httpx
 import pytest
 
 from sandbox.world import SEED_APP_ID, SEED_APP_SECRET
-from shared.deadlines import deadline_from_context
-from shared.graph import AsyncGraphClient, appsecret_proof
-from shared.graph_errors import (
+from shared.meta.errors import (
     MetaPermissionDenied,
     MetaRateLimited,
     MetaRequestError,
@@ -20,6 +18,9 @@ from shared.graph_errors import (
     MetaTransient,
     parse_usage,
 )
+from shared.meta.graph import AsyncGraphClient
+from shared.meta.graph_core import appsecret_proof
+from shared.platform.deadlines import deadline_from_context
 
 # The sandbox fixtures (meta_sandbox, sandbox_control, graph_factory); harmless once conftest
 # imports them too.

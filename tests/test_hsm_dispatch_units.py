@@ -11,13 +11,14 @@ from datetime import UTC, datetime
 import pytest
 
 from sandbox.whatsapp_send import max_in_any_second
-from shared.graph import GraphClient
-from shared.graph_errors import MetaTransient, error_from_body, transport_error
-from shared.hsm_claims import Claim, Rule
-from shared.hsm_dispatch import RulePlan, _parameter_names, build_payload
-from shared.hsm_eligibility import send_window_open
-from shared.hsm_outcomes import MAX_ATTEMPTS, Outcome, Stop, classify_send_error
-from shared.hsm_pacing import TokenBucketPacer, in_flight_bound, pacing_burst, pacing_rate
+from shared.hsm.claims import Claim, Rule
+from shared.hsm.eligibility import send_window_open
+from shared.hsm.message import build_payload
+from shared.hsm.outcomes import MAX_ATTEMPTS, Outcome, Stop, classify_send_error
+from shared.hsm.pacing import TokenBucketPacer, in_flight_bound, pacing_burst, pacing_rate
+from shared.hsm.planning import RulePlan, _parameter_names
+from shared.meta.errors import MetaTransient, error_from_body, transport_error
+from shared.meta.graph import GraphClient
 
 
 class FakeClock:

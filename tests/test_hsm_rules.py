@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.hsm_rules import in_send_window, lead_param_values
-from shared.whatsapp_templates import ensure_fresh_templates
+from shared.hsm.rules import in_send_window, lead_param_values
+from shared.whatsapp.templates import ensure_fresh_templates
 
 pytest.register_assert_rewrite("tests.fixtures_whatsapp")
 

@@ -16,12 +16,12 @@ import pytest
 
 from devstack.lambda_context import LocalContext
 from sandbox.world import OTHER_APP_ID
-from shared import credentials
-from shared.db import tenant_tx
-from shared.graph import GraphClient
-from shared.oauth_dialog import dialog_url
-from shared.oauth_state import create_state
-from shared.settings import get_settings
+from shared.connection import credentials
+from shared.connection.oauth_dialog import dialog_url
+from shared.connection.oauth_state import create_state
+from shared.meta.graph import GraphClient
+from shared.platform.db import tenant_tx
+from shared.platform.settings import get_settings
 
 pytest.register_assert_rewrite("tests.fixtures_oauth")  # its helpers assert too
 

@@ -6,8 +6,8 @@ from urllib.parse import parse_qs, urlparse
 
 import boto3
 
-from shared.oauth_state import sha256_hex
-from shared.settings import get_settings
+from shared.connection.oauth_state import sha256_hex
+from shared.platform.settings import get_settings
 
 
 def _state_item(state: str) -> dict | None:

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from devstack.lambda_context import LocalContext
-from shared.graph_errors import MetaTransient
-from shared.observability import entrypoint
+from shared.meta.errors import MetaTransient
+from shared.platform.observability import entrypoint
 
 pytest_plugins = ("tests.fixtures_sandbox",)
 

@@ -1,5 +1,5 @@
 """The sandbox's OAuth area, driven over real HTTP (the consent page as a person would, the
-token endpoints through shared.graph)."""
+token endpoints through shared.meta.graph)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from sandbox.world import OTHER_APP_ID, SEED_APP_ID
-from shared.graph_errors import MetaRequestError, MetaTokenInvalid
+from shared.meta.errors import MetaRequestError, MetaTokenInvalid
 
 # The sandbox fixtures (meta_sandbox, sandbox_control, graph_factory); harmless once conftest
 # imports them too.

@@ -9,7 +9,7 @@ import uuid
 import boto3
 import pytest
 
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 
 def _secret(value: str) -> str:

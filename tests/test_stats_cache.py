@@ -1,6 +1,7 @@
 """Stats answers are cached per container by the tenant's data version (migrations/0008,
-shared/answer_cache.py): a repeated read is served from the cache, and every kind of write that
-can change an answer makes the next read build it again, for whole-month and partial ranges."""
+shared/platform/answer_cache.py): a repeated read is served from the cache, and every kind of
+write that can change an answer makes the next read build it again, for whole-month and partial
+ranges."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from datetime import UTC, date, datetime
 import psycopg
 import pytest
 
-from shared import ads_stats
-from shared import ads_stats_store as store
-from shared.ads_store import InsightRow, upsert_insights
-from shared.answer_cache import VersionedAnswers
-from shared.db import tenant_tx
-from shared.settings import get_settings
+from shared.ads import stats
+from shared.ads import stats_store as store
+from shared.ads.store import InsightRow, upsert_insights
+from shared.platform.answer_cache import VersionedAnswers
+from shared.platform.db import tenant_tx
+from shared.platform.settings import get_settings
 from tests.ads_support import insert_account
 
 MARCH = {"from": "2026-03-01", "to": "2026-03-31"}
@@ -57,7 +58,7 @@ def _version(tenant_id: str) -> int:
 def test_a_repeated_read_is_served_from_the_cache(api, stats_tenant):
     first = api.get("/crm/marketing/stats", tenant_id=stats_tenant, role="member")
     key = (stats_tenant, "stats", None, None)
-    cached = ads_stats._answers.get(key, _version(stats_tenant))
+    cached = stats._answers.get(key, _version(stats_tenant))
 
     assert cached == first.text
     second = api.get("/crm/marketing/stats", tenant_id=stats_tenant, role="member")

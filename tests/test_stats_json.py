@@ -1,4 +1,4 @@
-"""The stats and ROI answers Postgres builds (shared/ads_stats_json.py) equal the plain Python
+"""The stats and ROI answers Postgres builds (shared/ads/stats_json.py) equal the plain Python
 reading of the rules (tests/stats_reference.py) on random tenants with messy data: several
 currencies per campaign, insights and deals without a currency, campaigns without an account or
 without insights, unattributed leads, tenants with no, one or several account currencies, and
@@ -14,10 +14,10 @@ from decimal import Decimal
 
 import pytest
 
-from shared import ads_stats
-from shared.ads_stats import DateRange
-from shared.ads_store import InsightRow, upsert_insights
-from shared.db import tenant_tx
+from shared.ads import stats
+from shared.ads.stats import DateRange
+from shared.ads.store import InsightRow, upsert_insights
+from shared.platform.db import tenant_tx
 from tests import stats_reference as reference
 
 CURRENCIES = ["EUR", "USD", "MXN", None]
@@ -68,5 +68,5 @@ def test_sql_answers_equal_the_reference(stack, seed):
         expected = reference.compute(tenant_id, period)
         for view, want in (("stats", reference.stats_json(expected)),
                            ("roi", reference.roi_json(expected))):
-            got = json.loads(ads_stats.stats_body(tenant_id, period, view))
+            got = json.loads(stats.stats_body(tenant_id, period, view))
             assert got == json.loads(json.dumps(want)), (seed, start, end, view)

@@ -10,9 +10,9 @@ from decimal import Decimal
 
 import pytest
 
-from shared import ads_stats_store as store
-from shared.ads_store import InsightRow, upsert_insights
-from shared.db import tenant_tx
+from shared.ads import stats_store as store
+from shared.ads.store import InsightRow, upsert_insights
+from shared.platform.db import tenant_tx
 
 CAMPAIGNS = ["c1", "c2", "c3", "c4"]
 SOURCES = ["meta_ads", "Facebook", "website", None, "IG"]
@@ -179,7 +179,7 @@ def test_rollups_work_when_the_owner_is_not_a_superuser(stack):
     import psycopg
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    from shared.migrator import migrate
+    from shared.platform.migrator import migrate
 
     suffix = uuid.uuid4().hex[:8]
     owner, name = f"mh_owner_{suffix}", f"mh_rollups_{suffix}"

@@ -106,7 +106,7 @@ def test_schedules_run_at_the_cadence_the_jobs_assume():
 def test_reconnect_events_reach_the_topic_the_crm_subscribes_to():
     rule = resources("AWS::Events::Rule")["ReconnectRequiredRule"]
     assert rule["EventPattern"]["detail-type"] == ["MetaReconnectRequired"]
-    from shared.token_refresh import RECONNECT_EVENT
+    from shared.connection.token_renewal import RECONNECT_EVENT
 
     assert RECONNECT_EVENT == "MetaReconnectRequired"
 
@@ -122,7 +122,7 @@ def test_alarms_notify_the_email_topic():
                                     "HsmMessagesSent", "UnhandledErrors"])
 def test_alarmed_metrics_are_emitted_by_the_code(metric):
     """An alarm on a metric nobody emits can never fire: each name must appear in shared/."""
-    code = "\n".join(p.read_text() for p in (ROOT / "shared").glob("*.py"))
+    code = "\n".join(p.read_text() for p in (ROOT / "shared").rglob("*.py"))
     assert re.search(rf'["\']{metric}["\']', code), metric
     template = (ROOT / "template.yaml").read_text()
     assert f"MetricName: {metric}" in template

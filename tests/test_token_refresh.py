@@ -1,6 +1,6 @@
 """The token lifecycle job against the real parts: the Meta sandbox over HTTP, Postgres with
 row-level security (as marketing_app), KMS/EventBridge/SQS in moto. Connections are made
-directly (sandbox control API + shared.credentials.save), not through the OAuth flow."""
+directly (sandbox control API + shared.connection.credentials.save), not through the OAuth flow."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import pytest
 from devstack.lambda_context import LocalContext
 from devstack.template import load_template
 from functions.token_refresh.app import lambda_handler
-from shared import credentials, token_refresh_store
-from shared.db import tenant_tx
-from shared.graph import GraphClient
-from shared.settings import get_settings
-from shared.token_refresh import RECONNECT_EVENT
+from shared.connection import credentials, token_store
+from shared.connection.token_renewal import RECONNECT_EVENT
+from shared.meta.graph import GraphClient
+from shared.platform.db import tenant_tx
+from shared.platform.settings import get_settings
 
 pytest.register_assert_rewrite("tests.fixtures_tokens")
 
@@ -60,7 +60,8 @@ def _debug(token: str) -> dict:
 
 
 def _data_key(blob: bytes) -> bytes:
-    """The KMS-encrypted data key inside a sealed token (shared/crypto.py's blob layout)."""
+    """The KMS-encrypted data key inside a sealed token (the blob layout of
+    shared/platform/crypto.py)."""
     (length,) = struct.unpack_from(">H", blob, 1)
     return blob[3:3 + length]
 
@@ -274,13 +275,13 @@ def test_a_crash_between_the_exchange_and_the_commit_leaves_the_old_token_usable
         drained, connections, meta_control, owner_conn, tenant_id, monkeypatch):
     conn = connections.make(tenant_id, expires_in=2 * DAY)
     before = row_of(owner_conn, tenant_id)
-    real_save = token_refresh_store.save_result
+    real_save = token_store.save_result
 
     def crash_before_commit(db, *args, **kwargs):
         real_save(db, *args, **kwargs)  # the UPDATE ran inside the transaction...
         raise RuntimeError("injected crash")  # ...which never commits
 
-    monkeypatch.setattr(token_refresh_store, "save_result", crash_before_commit)
+    monkeypatch.setattr(token_store, "save_result", crash_before_commit)
 
     assert run_schedule() == _summary(checked=1, failed=1)
 
@@ -293,7 +294,7 @@ def test_a_crash_between_the_exchange_and_the_commit_leaves_the_old_token_usable
     assert old == conn.token
     assert _works_at_meta(old)["id"] == "10001"  # ...and still works at Meta
 
-    monkeypatch.setattr(token_refresh_store, "save_result", real_save)
+    monkeypatch.setattr(token_store, "save_result", real_save)
     assert run_schedule() == _summary(checked=1, refreshed=1)
     assert stored_token(tenant_id) != conn.token
 

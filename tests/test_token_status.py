@@ -9,9 +9,9 @@ import pytest
 
 from devstack.lambda_context import LocalContext
 from functions.token_status.app import lambda_handler
-from shared import credentials
-from shared.db import tenant_tx
-from shared.settings import get_settings
+from shared.connection import credentials
+from shared.platform.db import tenant_tx
+from shared.platform.settings import get_settings
 
 pytest.register_assert_rewrite("tests.fixtures_tokens")
 

@@ -15,7 +15,7 @@ import pytest
 from devstack.lambda_context import LocalContext
 from devstack.stack import VERIFY_TOKEN
 from functions.meta_webhook.app import lambda_handler
-from shared.db import tenant_tx
+from shared.platform.db import tenant_tx
 
 pytest.register_assert_rewrite("tests.fixtures_whatsapp")
 

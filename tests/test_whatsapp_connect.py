@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from shared.db import tenant_tx
-from shared.errors import WhatsAppNotConnected
-from shared.whatsapp_templates import ensure_fresh_templates, placeholder_count
+from shared.platform.db import tenant_tx
+from shared.platform.errors import WhatsAppNotConnected
+from shared.whatsapp.templates import ensure_fresh_templates, placeholder_count
 
 pytest.register_assert_rewrite("tests.fixtures_whatsapp")
 

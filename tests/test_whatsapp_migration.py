@@ -9,9 +9,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from shared.db import system_tx
-from shared.migrator import applied, migrate, rollback
-from shared.whatsapp_senders import tenant_for_phone, tenants_for_waba
+from shared.platform.db import system_tx
+from shared.platform.migrator import applied, migrate, rollback
+from shared.whatsapp.senders import tenant_for_phone, tenants_for_waba
 
 pytest.register_assert_rewrite("tests.fixtures_whatsapp")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from shared.graph_errors import MetaPermissionDenied, MetaRequestError
+from shared.meta.errors import MetaPermissionDenied, MetaRequestError
 
 pytest_plugins = ["tests.fixtures_sandbox"]
 

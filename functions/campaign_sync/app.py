@@ -12,10 +12,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
 
-from shared.ads_accounts import CONNECTED_EVENT, normalize_account_id
-from shared.ads_sync import SYNC_REQUESTED_EVENT, enqueue_due_syncs, sync_account
-from shared.deadlines import deadline_from_context
-from shared.observability import entrypoint, logger
+from shared.ads.accounts import CONNECTED_EVENT, normalize_account_id
+from shared.ads.sync import SYNC_REQUESTED_EVENT, enqueue_due_syncs, sync_account
+from shared.platform.deadlines import deadline_from_context
+from shared.platform.observability import entrypoint, logger
 
 SYNC_EVENTS = {CONNECTED_EVENT, SYNC_REQUESTED_EVENT}
 SCHEDULE_EVENTS = {"Scheduled Event"}

@@ -4,11 +4,11 @@ import json
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from shared.ads_accounts import connect_account, normalize_account_id
-from shared.api import build_resolver, current_principal, http_response
-from shared.deadlines import deadline_from_context
-from shared.errors import InvalidInput
-from shared.observability import entrypoint
+from shared.ads.accounts import connect_account, normalize_account_id
+from shared.platform.deadlines import deadline_from_context
+from shared.platform.errors import InvalidInput
+from shared.platform.http import build_resolver, current_principal, http_response
+from shared.platform.observability import entrypoint
 
 app = build_resolver()
 # Checked before the body is validated: a member gets 403, never a 422 about the body.

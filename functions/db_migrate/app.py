@@ -11,9 +11,9 @@ import json
 
 import httpx
 
-from shared.migrator import migrate
-from shared.observability import entrypoint, logger
-from shared.settings import get_settings
+from shared.platform.migrator import migrate
+from shared.platform.observability import entrypoint, logger
+from shared.platform.settings import get_settings
 
 
 def _respond(event: dict, status: str, reason: str = "", data: dict | None = None) -> None:

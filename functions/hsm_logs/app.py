@@ -4,9 +4,9 @@ from typing import Annotated
 
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
-from shared.api import build_resolver, current_principal, http_response
-from shared.hsm_logs import DEFAULT_LIMIT, MAX_LIMIT, build_filters, list_logs
-from shared.observability import entrypoint
+from shared.hsm.logs import DEFAULT_LIMIT, MAX_LIMIT, build_filters, list_logs
+from shared.platform.http import build_resolver, current_principal, http_response
+from shared.platform.observability import entrypoint
 
 app = build_resolver()
 

@@ -2,8 +2,7 @@
 
 from aws_lambda_powertools.event_handler import Response
 
-from shared.api import build_resolver, current_principal, http_response
-from shared.hsm_rules import (
+from shared.hsm.rules import (
     RuleCreate,
     RulePatch,
     create_rule,
@@ -11,7 +10,8 @@ from shared.hsm_rules import (
     list_rules,
     update_rule,
 )
-from shared.observability import entrypoint
+from shared.platform.http import build_resolver, current_principal, http_response
+from shared.platform.observability import entrypoint
 
 app = build_resolver()
 # Checked before the body is validated: a member gets 403, never a 422 about the body.

@@ -4,9 +4,9 @@ from typing import Annotated, Literal
 
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
-from shared.api import build_resolver, current_principal, http_response
-from shared.observability import entrypoint
-from shared.whatsapp_templates import list_templates
+from shared.platform.http import build_resolver, current_principal, http_response
+from shared.platform.observability import entrypoint
+from shared.whatsapp.templates import list_templates
 
 app = build_resolver()
 

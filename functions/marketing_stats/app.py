@@ -11,11 +11,17 @@ from typing import Annotated
 
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
-from shared.ads_accounts import normalize_account_id
-from shared.ads_stats import DateRange, campaigns_json, stats_body
-from shared.api import build_resolver, current_principal, http_response, json_response, raw_json
-from shared.errors import InvalidInput
-from shared.observability import entrypoint
+from shared.ads.accounts import normalize_account_id
+from shared.ads.stats import DateRange, campaigns_json, stats_body
+from shared.platform.errors import InvalidInput
+from shared.platform.http import (
+    build_resolver,
+    current_principal,
+    http_response,
+    json_response,
+    raw_json,
+)
+from shared.platform.observability import entrypoint
 
 app = build_resolver()
 

@@ -1,9 +1,9 @@
 """GET /crm/marketing/meta-accounts: every ad account the tenant's Meta token can use (admin)."""
 
-from shared.ads_accounts import wizard_accounts
-from shared.api import build_resolver, current_principal, http_response
-from shared.deadlines import deadline_from_context
-from shared.observability import entrypoint
+from shared.ads.accounts import wizard_accounts
+from shared.platform.deadlines import deadline_from_context
+from shared.platform.http import build_resolver, current_principal, http_response
+from shared.platform.observability import entrypoint
 
 app = build_resolver()
 

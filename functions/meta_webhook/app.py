@@ -6,10 +6,10 @@ X-Hub-Signature-256 over the raw body. The event is never logged.
 
 from aws_lambda_powertools.event_handler import Response
 
-from shared import webhook_meta
-from shared.api import build_resolver, http_response
-from shared.observability import entrypoint
-from shared.settings import get_settings
+from shared.platform.http import build_resolver, http_response
+from shared.platform.observability import entrypoint
+from shared.platform.settings import get_settings
+from shared.whatsapp import webhook
 
 app = build_resolver()
 
@@ -18,7 +18,7 @@ app = build_resolver()
 def verify():
     token = get_settings().meta_verify_token
     params = app.current_event.query_string_parameters or {}
-    challenge = webhook_meta.verify_subscription(
+    challenge = webhook.verify_subscription(
         params, token.get_secret_value() if token else None)
     return Response(status_code=200, content_type="text/plain", body=challenge)
 
@@ -26,11 +26,11 @@ def verify():
 @app.post("/crm/webhooks/meta")
 def receive():
     event = app.current_event.raw_event
-    raw = webhook_meta.raw_body(event)
-    webhook_meta.check_size(raw)
-    webhook_meta.check_signature(raw, webhook_meta.header(event, webhook_meta.SIGNATURE_HEADER),
+    raw = webhook.raw_body(event)
+    webhook.check_size(raw)
+    webhook.check_signature(raw, webhook.header(event, webhook.SIGNATURE_HEADER),
                                  get_settings().app_secret())
-    return {"received": webhook_meta.process(webhook_meta.parse(raw))}
+    return {"received": webhook.process(webhook.parse(raw))}
 
 
 @entrypoint

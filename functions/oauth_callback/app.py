@@ -8,12 +8,12 @@ query string holds the OAuth code and state.
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
-from shared.api import build_resolver, http_response
-from shared.deadlines import deadline_from_context
-from shared.oauth_connect import CallbackInput, complete_connection
-from shared.oauth_dialog import result_url
-from shared.oauth_state import BINDING_COOKIE
-from shared.observability import entrypoint
+from shared.connection.oauth_connect import CallbackInput, complete_connection
+from shared.connection.oauth_dialog import result_url
+from shared.connection.oauth_state import BINDING_COOKIE
+from shared.platform.deadlines import deadline_from_context
+from shared.platform.http import build_resolver, http_response
+from shared.platform.observability import entrypoint
 
 app = build_resolver()
 

@@ -3,10 +3,10 @@
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
-from shared.api import build_resolver, current_principal, http_response
-from shared.oauth_dialog import dialog_url
-from shared.oauth_state import BINDING_COOKIE, STATE_TTL_SECONDS, create_state
-from shared.observability import entrypoint, logger
+from shared.connection.oauth_dialog import dialog_url
+from shared.connection.oauth_state import BINDING_COOKIE, STATE_TTL_SECONDS, create_state
+from shared.platform.http import build_resolver, current_principal, http_response
+from shared.platform.observability import entrypoint, logger
 
 app = build_resolver()
 

@@ -1,16 +1,16 @@
 """Token refresh: the hourly EventBridge Scheduler run over every tenant, and
 POST /crm/auth/meta/refresh-tokens (admin: this tenant only, now).
 
-One function serves both because both are the same job (shared.token_refresh) with the same
-permissions (KMS, the database, Meta, EventBridge); the event's shape says which: an API Gateway
-payload 2.0 carries requestContext.http, a scheduled event (EventBridge "Scheduled Event" or the
-Scheduler's input) does not. Both answer the contract's summary
+One function serves both because both are the same job (shared.connection.token_refresh) with
+the same permissions (KMS, the database, Meta, EventBridge); the event's shape says which: an API
+Gateway payload 2.0 carries requestContext.http, a scheduled event (EventBridge "Scheduled Event"
+or the Scheduler's input) does not. Both answer the contract's summary
 {"checked", "refreshed", "failed", "needs_reconnect"}. Events are never logged.
 """
 
-from shared.api import build_resolver, current_principal, http_response
-from shared.observability import entrypoint, logger
-from shared.token_refresh import refresh_tenant_now, run_scheduled
+from shared.connection.token_refresh import refresh_tenant_now, run_scheduled
+from shared.platform.http import build_resolver, current_principal, http_response
+from shared.platform.observability import entrypoint, logger
 
 app = build_resolver()
 

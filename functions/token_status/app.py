@@ -1,9 +1,9 @@
 """GET /crm/marketing/token-status (member): the Meta connection's health, from the database
 only (no Meta call): status, expires_at, scopes, missing_scopes. Never the token."""
 
-from shared.api import build_resolver, current_principal, http_response
-from shared.observability import entrypoint
-from shared.token_status import token_status
+from shared.connection.status import token_status
+from shared.platform.http import build_resolver, current_principal, http_response
+from shared.platform.observability import entrypoint
 
 app = build_resolver()
 

@@ -1,10 +1,10 @@
 """GET /crm/marketing/whatsapp-accounts (admin): WABAs and phone numbers the token can use."""
 
-from shared.api import build_resolver, current_principal, http_response
-from shared.deadlines import deadline_from_context
-from shared.meta_session import tenant_graph
-from shared.observability import entrypoint, logger
-from shared.whatsapp_accounts import list_accounts
+from shared.connection.session import tenant_graph
+from shared.platform.deadlines import deadline_from_context
+from shared.platform.http import build_resolver, current_principal, http_response
+from shared.platform.observability import entrypoint, logger
+from shared.whatsapp.accounts import list_accounts
 
 app = build_resolver()
 

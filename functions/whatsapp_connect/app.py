@@ -4,11 +4,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from shared.api import build_resolver, current_principal, http_response
-from shared.deadlines import deadline_from_context
-from shared.hsm_rules import iana_timezone
-from shared.observability import entrypoint
-from shared.whatsapp_connect import ConnectRequest, connect_sender
+from shared.hsm.rules import iana_timezone
+from shared.platform.deadlines import deadline_from_context
+from shared.platform.http import build_resolver, current_principal, http_response
+from shared.platform.observability import entrypoint
+from shared.whatsapp.connect import ConnectRequest, connect_sender
 
 app = build_resolver()
 # Checked before the body is validated: a member gets 403, never a 422 about the body.

@@ -27,8 +27,8 @@ pytest.register_assert_rewrite("tests.fixtures_oauth", "tests.fixtures_whatsapp"
 
 from devstack import jwt_tokens  # noqa: E402
 from sandbox.control import SandboxControl  # noqa: E402
-from shared.db import tenant_tx  # noqa: E402
-from shared.settings import get_settings  # noqa: E402
+from shared.platform.db import tenant_tx  # noqa: E402
+from shared.platform.settings import get_settings  # noqa: E402
 from tests.fixtures_whatsapp import (  # noqa: E402
     WhatsAppSandbox,
     WhatsAppSetup,

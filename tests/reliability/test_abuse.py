@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 
 from sandbox.world import OTHER_APP_SECRET
-from shared.settings import get_settings
+from shared.platform.settings import get_settings
 from tests.fixtures_oauth import Browser, credential_rows
 from tests.fixtures_whatsapp import post_webhook, sign, status, status_payload
 from tests.reliability.conftest import assert_error, bearer, operations, tenant_rows

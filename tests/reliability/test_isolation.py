@@ -220,10 +220,10 @@ def test_writes_aimed_at_another_tenant_are_refused_or_change_nothing(stack, own
 
 
 def test_the_tenant_setting_never_outlives_its_transaction(stack, two_tenants):
-    """shared.db sets app.tenant_id transaction-locally: a pooled connection reused for the next
-    invocation starts with no tenant, so it sees nothing."""
+    """shared.platform.db sets app.tenant_id transaction-locally: a pooled connection reused for the
+    next invocation starts with no tenant, so it sees nothing."""
     a, _ = two_tenants
-    from shared.db import get_connection, tenant_tx
+    from shared.platform.db import get_connection, tenant_tx
 
     with tenant_tx(a.tenant_id) as conn:
         assert conn.execute("SELECT count(*) AS n FROM automation_rules").fetchone()["n"] == 1

@@ -22,10 +22,10 @@ import pytest
 
 from devstack.lambda_context import LocalContext
 from sandbox.whatsapp_send import SendControl
-from shared import credentials
-from shared.db import tenant_tx
-from shared.hsm_claims import Result, write_results
-from shared.settings import get_settings
+from shared.connection import credentials
+from shared.hsm.claims import Result, write_results
+from shared.platform.db import tenant_tx
+from shared.platform.settings import get_settings
 from tests.ads_support import AdsControl, connect_meta, insight_rows, invoke_sync, sync_event
 from tests.fixtures_dispatch import HIGH_CAP, add_leads, add_rule, dispatch
 from tests.fixtures_whatsapp import (

@@ -24,10 +24,10 @@ import httpx
 import pytest
 
 from devstack.lambda_context import LocalContext
-from shared import credentials
-from shared.db import tenant_tx
-from shared.observability import logger as app_logger
-from shared.settings import get_settings
+from shared.connection import credentials
+from shared.platform.db import tenant_tx
+from shared.platform.observability import logger as app_logger
+from shared.platform.settings import get_settings
 from tests.ads_support import AdsControl, connect_meta, invoke_sync, sync_event
 from tests.fixtures_dispatch import add_leads, dispatch
 from tests.fixtures_oauth import Browser

@@ -1,0 +1,68 @@
+"""A request-time Meta session for one tenant: its token, its Graph client, its error mapping.
+
+API functions that call Meta on a tenant's behalf use `tenant_graph(...)`; it turns the
+connection's state and Meta's token/rate-limit errors into the contract's answers, so no handler
+repeats that mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from shared.connection import credentials
+from shared.meta.errors import MetaError, MetaTokenInvalid, MetaTransient
+from shared.meta.errors import MetaRateLimited as GraphRateLimited
+from shared.platform.db import tenant_tx
+from shared.platform.errors import (
+    MetaNotConnected,
+    MetaRateLimited,
+    MetaReconnectRequired,
+    MetaUnavailable,
+)
+from shared.platform.observability import logger, metrics
+
+if TYPE_CHECKING:
+    from shared.meta.graph import GraphClient
+
+
+def load_usable_credential(tenant_id: str) -> credentials.StoredCredential:
+    with tenant_tx(tenant_id) as conn:
+        stored = credentials.load(conn)
+    if stored is None:
+        raise MetaNotConnected()
+    if stored.status == "needs_reconnect":
+        raise MetaReconnectRequired()
+    return stored
+
+
+def record_token_invalid(tenant_id: str, error: MetaError) -> None:
+    """Meta says the token is dead: remember it so every screen shows 'reconnect'."""
+    with tenant_tx(tenant_id) as conn:
+        changed = credentials.mark_needs_reconnect(conn, f"meta_{error.code}_{error.subcode or 0}")
+    if changed:
+        metrics.add_metric(name="TokensNeedReconnect", unit="Count", value=1)
+    logger.warning("meta_token_invalid", extra={"tenant_id": tenant_id, "code": error.code,
+                                                "subcode": error.subcode})
+
+
+@contextmanager
+def tenant_graph(tenant_id: str, deadline: float | None = None) -> Iterator[GraphClient]:
+    stored = load_usable_credential(tenant_id)
+    # Imported here, once there is a token to call Meta with: a tenant that is not connected is
+    # answered without loading the Graph client and httpx (cold start).
+    from shared.meta.graph import GraphClient
+
+    try:
+        with GraphClient.for_token(stored.token(), deadline=deadline) as graph:
+            yield graph
+    except MetaTokenInvalid as exc:
+        record_token_invalid(tenant_id, exc)
+        raise MetaReconnectRequired() from None
+    except GraphRateLimited as exc:
+        metrics.add_metric(name="MetaApiThrottled", unit="Count", value=1)
+        raise MetaRateLimited(int(exc.retry_after_seconds or 60)) from None
+    except MetaTransient:
+        # Already counted per call in MetaApiFailures by the client (the failure-rate alarm).
+        raise MetaUnavailable() from None

@@ -1,0 +1,363 @@
+"""automation_logs as the dispatcher's claim ledger: data access only, no HTTP, no Meta.
+
+Every function takes a connection from shared.platform.db.tenant_tx (row-level security holds)
+or, for `dispatch_tenants`, from system_tx. The row life cycle is described in
+migrations/0006_hsm_dispatch.up.sql; in short:
+
+    reserve (PENDING, claimed_by=run)  ->  permit (attempt_started_at)  ->  Meta  ->  result
+                                            ^ the only gate before a send
+
+- `reserve_new` inserts the row under UNIQUE (tenant_id, rule_id, lead_id) with ON CONFLICT DO
+  NOTHING, so a pair is claimed once, ever.
+- `reserve_released` is the only way back to a send for a row that was released (never sent, or
+  refused by Meta without being accepted): UPDATE ... WHERE status = 'PENDING' AND
+  claimed_by IS NULL AND next_attempt_at <= now() ... RETURNING, with SKIP LOCKED.
+- `permit` moves reserved rows to "Meta may have it", conditionally on still holding them.
+  Only rows it returns may be sent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from shared.hsm.eligibility import DUE_FOR_RULE, LEAD_REACHABLE
+from shared.whatsapp.webhook_store import OPT_OUT_131050
+
+LEAD_FIELDS = "l.phone, l.name, l.email, l.lead_source, l.meta_ad_headline, l.created_at"
+# Before every lead: the keyset cursor of a rule's first batch.
+START_CURSOR = (datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    name: str
+    delay_hours: int
+    template_name: str
+    language: str
+    body_params: list[str]
+    send_window: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One reserved (rule, lead) pair, with what the send needs from the lead."""
+
+    log_id: str
+    rule_id: str
+    lead_id: str
+    phone: str
+    attempts: int  # permits granted before this one
+    lead: dict[str, Any] = field(repr=False)  # name, email, phone... for template parameters
+    lead_created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    """What happened to one permitted send (see shared/hsm/outcomes.py)."""
+
+    log_id: str
+    lead_id: str
+    outcome: str  # SENT | FAILED | RETRY | UNKNOWN
+    wamid: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    retry_in_seconds: float = 0.0
+    opt_out: bool = False
+
+
+# -- which tenants have work (no tenant: SECURITY DEFINER function, ids only) -----------------
+def dispatch_tenants(conn: psycopg.Connection) -> list[str]:
+    return [r["tenant_id"] for r in
+            conn.execute("SELECT hsm_dispatch_tenants() AS tenant_id").fetchall()]
+
+
+# -- the per-tenant lease (pacing: one dispatcher per phone number) ---------------------------
+def acquire_lease(conn: psycopg.Connection, tenant_id: str, holder: uuid.UUID,
+                  seconds: float) -> bool:
+    row = conn.execute(
+        """
+        INSERT INTO hsm_dispatch_leases (tenant_id, holder, expires_at)
+        VALUES (%(tenant)s, %(holder)s, now() + make_interval(secs => %(secs)s))
+        ON CONFLICT (tenant_id) DO UPDATE SET holder = EXCLUDED.holder,
+            expires_at = EXCLUDED.expires_at, acquired_at = now()
+        WHERE hsm_dispatch_leases.expires_at <= now()
+           OR hsm_dispatch_leases.holder = EXCLUDED.holder
+        RETURNING holder
+        """,
+        {"tenant": tenant_id, "holder": holder, "secs": seconds},
+    ).fetchone()
+    return row is not None
+
+
+def release_lease(conn: psycopg.Connection, holder: uuid.UUID) -> None:
+    conn.execute("UPDATE hsm_dispatch_leases SET expires_at = now(), last_finished_at = now() "
+                 "WHERE holder = %s", (holder,))
+
+
+# -- recovery at the start of a run -----------------------------------------------------------
+def expire_started(conn: psycopg.Connection, older_than_seconds: float) -> int:
+    """Permitted sends with no result for too long (the run died after the permit): Meta may or
+    may not have them, so they are never sent again. UNKNOWN, once; a late webhook still
+    upgrades them to SENT/DELIVERED."""
+    cur = conn.execute(
+        "UPDATE automation_logs SET status = 'UNKNOWN', claimed_by = NULL, "
+        "error_code = COALESCE(error_code, 'no_result'), "
+        "error_message = COALESCE(error_message, 'The dispatcher stopped before Meta answered; "
+        "the message may or may not have been sent.'), updated_at = now() "
+        "WHERE status = 'PENDING' AND attempt_started_at IS NOT NULL "
+        "AND attempt_started_at < now() - make_interval(secs => %s)",
+        (older_than_seconds,),
+    )
+    return cur.rowcount
+
+
+def release_orphans(conn: psycopg.Connection, holder: uuid.UUID) -> int:
+    """Reservations of runs that are gone (we hold the tenant's lease), never permitted: never
+    sent, so they are released for re-claiming."""
+    cur = conn.execute(
+        "UPDATE automation_logs SET claimed_by = NULL, next_attempt_at = now(), "
+        "updated_at = now() WHERE status = 'PENDING' AND attempt_started_at IS NULL "
+        "AND claimed_by IS NOT NULL AND claimed_by <> %s",
+        (holder,),
+    )
+    return cur.rowcount
+
+
+def revive_template_skips(conn: psycopg.Connection, rule_id: str) -> int:
+    """Leads skipped while the rule's template was not approved, never attempted: released, so
+    they get the message now that it is approved."""
+    cur = conn.execute(
+        "UPDATE automation_logs SET status = 'PENDING', claimed_by = NULL, "
+        "next_attempt_at = now(), error_code = NULL, error_message = NULL, updated_at = now() "
+        "WHERE rule_id = %s AND status = 'SKIPPED' AND attempts = 0 "
+        "AND error_code LIKE 'template\\_%%'",
+        (rule_id,),
+    )
+    return cur.rowcount
+
+
+def skip_unreachable_released(conn: psycopg.Connection, rule_id: str) -> int:
+    """Released rows whose lead opted out, got contacted or lost its phone meanwhile."""
+    cur = conn.execute(
+        f"""
+        UPDATE automation_logs a SET status = 'SKIPPED', error_code = 'lead_not_eligible',
+            error_message = 'The lead opted out, was contacted or has no phone any more.',
+            updated_at = now()
+        FROM leads l
+        WHERE a.rule_id = %s AND a.status = 'PENDING' AND a.claimed_by IS NULL
+          AND a.attempt_started_at IS NULL AND l.id = a.lead_id AND NOT ({LEAD_REACHABLE})
+        """,  # noqa: S608 - constant fragments only
+        (rule_id,),
+    )
+    return cur.rowcount
+
+
+# -- rules ---------------------------------------------------------------------------------------
+def enabled_rules(conn: psycopg.Connection) -> list[Rule]:
+    rows = conn.execute(
+        "SELECT id, name, delay_hours, template_name, language, body_params, send_window "
+        "FROM automation_rules WHERE enabled AND deleted_at IS NULL ORDER BY created_at, id"
+    ).fetchall()
+    return [Rule(str(r["id"]), r["name"], r["delay_hours"], r["template_name"], r["language"],
+                 list(r["body_params"] or []), r["send_window"]) for r in rows]
+
+
+# -- the messaging tier --------------------------------------------------------------------------
+def lock_reservations(conn: psycopg.Connection, tenant_id: str) -> None:
+    """Serialise reservations of one tenant until commit, so the 24-hour recipient count and the
+    claims taken against it cannot race between overlapping runs."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                 (f"hsm_reserve:{tenant_id}",))
+
+
+def recent_recipients(conn: psycopg.Connection) -> int:
+    """Distinct phones messaged (or about to be) in the last 24 hours."""
+    row = conn.execute(
+        """
+        SELECT count(DISTINCT phone) AS n FROM automation_logs
+        WHERE claimed_at > now() - interval '25 hours' AND phone IS NOT NULL AND (
+            (status IN ('SENT', 'DELIVERED', 'READ', 'UNKNOWN')
+             AND COALESCE(sent_at, attempt_started_at, claimed_at) > now() - interval '24 hours')
+            OR (status = 'FAILED' AND wamid IS NOT NULL
+                AND COALESCE(sent_at, claimed_at) > now() - interval '24 hours')
+            OR (status = 'PENDING' AND (claimed_by IS NOT NULL OR attempt_started_at IS NOT NULL)))
+        """
+    ).fetchone()
+    return int(row["n"])
+
+
+# -- reserving -----------------------------------------------------------------------------------
+def _claims(rows: Iterable[dict[str, Any]], rule_id: str) -> list[Claim]:
+    return [Claim(log_id=str(r["log_id"]), rule_id=rule_id, lead_id=str(r["lead_id"]),
+                  phone=r["phone"], attempts=r["attempts"],
+                  lead={k: r[k] for k in ("name", "email", "phone", "lead_source",
+                                          "meta_ad_headline")},
+                  lead_created_at=r["created_at"]) for r in rows]
+
+
+def reserve_released(conn: psycopg.Connection, rule: Rule, holder: uuid.UUID,
+                     limit: int) -> list[Claim]:
+    """Released rows of `rule` whose next attempt is due, for a lead still reachable."""
+    rows = conn.execute(
+        f"""
+        UPDATE automation_logs a SET claimed_by = %(holder)s, claimed_at = now(),
+            phone = l.phone, template_name = %(template)s, language = %(language)s,
+            updated_at = now()
+        FROM leads l
+        WHERE a.id IN (SELECT x.id FROM automation_logs x
+                       WHERE x.rule_id = %(rule_id)s AND x.status = 'PENDING'
+                         AND x.claimed_by IS NULL AND x.attempt_started_at IS NULL
+                         AND x.next_attempt_at <= now()
+                       ORDER BY x.next_attempt_at, x.id
+                       LIMIT %(limit)s
+                       FOR UPDATE SKIP LOCKED)
+          AND l.id = a.lead_id AND {LEAD_REACHABLE}
+        RETURNING a.id AS log_id, a.lead_id, a.attempts, {LEAD_FIELDS}
+        """,  # noqa: S608 - constant fragments only
+        {"holder": holder, "rule_id": rule.id, "limit": limit,
+         "template": rule.template_name, "language": rule.language},
+    ).fetchall()
+    return _claims(rows, rule.id)
+
+
+def reserve_new(conn: psycopg.Connection, tenant_id: str, rule: Rule, holder: uuid.UUID,
+                limit: int, after: tuple[Any, Any] = START_CURSOR) -> list[Claim]:
+    """Claim up to `limit` eligible leads never logged for `rule` (after the keyset cursor)."""
+    rows = conn.execute(
+        f"""
+        WITH due AS ({DUE_FOR_RULE}),
+        claimed AS (
+            INSERT INTO automation_logs (tenant_id, rule_id, lead_id, template_name, language,
+                                         phone, status, claimed_by, claimed_at)
+            SELECT %(tenant)s, %(rule_id)s, due.id, %(template)s, %(language)s, due.phone,
+                   'PENDING', %(holder)s, now()
+            FROM due
+            ON CONFLICT (tenant_id, rule_id, lead_id) DO NOTHING
+            RETURNING id, lead_id, attempts)
+        SELECT c.id AS log_id, c.lead_id, c.attempts, {LEAD_FIELDS}
+        FROM claimed c JOIN leads l ON l.id = c.lead_id
+        ORDER BY l.created_at, l.id
+        """,  # noqa: S608 - constant fragments only
+        {"tenant": tenant_id, "rule_id": rule.id, "delay_hours": rule.delay_hours,
+         "template": rule.template_name, "language": rule.language, "holder": holder,
+         "limit": limit, "after_created_at": after[0], "after_id": after[1]},
+    ).fetchall()
+    return _claims(rows, rule.id)
+
+
+def insert_skipped(conn: psycopg.Connection, tenant_id: str, rule: Rule, code: str,
+                   message: str, limit: int) -> int:
+    """Eligible leads the rule cannot message now (its template is not approved): one SKIPPED
+    row each, with the reason. `revive_template_skips` releases them once it is approved."""
+    cur = conn.execute(
+        f"""
+        WITH due AS ({DUE_FOR_RULE})
+        INSERT INTO automation_logs (tenant_id, rule_id, lead_id, template_name, language, phone,
+                                     status, error_code, error_message)
+        SELECT %(tenant)s, %(rule_id)s, due.id, %(template)s, %(language)s, due.phone,
+               'SKIPPED', %(code)s, %(message)s
+        FROM due
+        ON CONFLICT (tenant_id, rule_id, lead_id) DO NOTHING
+        """,  # noqa: S608 - constant fragments only
+        {"tenant": tenant_id, "rule_id": rule.id, "delay_hours": rule.delay_hours,
+         "template": rule.template_name, "language": rule.language, "code": code,
+         "message": message[:500], "limit": limit, "after_created_at": START_CURSOR[0],
+         "after_id": START_CURSOR[1]},
+    )
+    return cur.rowcount
+
+
+# -- the permit: the last step before Meta -----------------------------------------------------
+def permit(conn: psycopg.Connection, holder: uuid.UUID, log_ids: list[str]) -> set[str]:
+    """Allow sending these reserved rows; returns the ids this run may send (rows another run
+    took over meanwhile are left out)."""
+    if not log_ids:
+        return set()
+    rows = conn.execute(
+        "UPDATE automation_logs SET attempt_started_at = now(), attempts = attempts + 1, "
+        "updated_at = now() WHERE id = ANY(%s::uuid[]) AND claimed_by = %s "
+        "AND status = 'PENDING' AND attempt_started_at IS NULL RETURNING id",
+        (log_ids, holder),
+    ).fetchall()
+    return {str(r["id"]) for r in rows}
+
+
+def release(conn: psycopg.Connection, holder: uuid.UUID, unsent_ids: list[str]) -> int:
+    """Give back what this run reserved but never sent: its unpermitted reservations, and the
+    permitted rows in `unsent_ids` that never reached Meta. They become re-claimable now."""
+    cur = conn.execute(
+        "UPDATE automation_logs SET claimed_by = NULL, next_attempt_at = now(), "
+        "attempts = attempts - CASE WHEN attempt_started_at IS NULL THEN 0 ELSE 1 END, "
+        "attempt_started_at = NULL, updated_at = now() "
+        "WHERE claimed_by = %s AND status = 'PENDING' "
+        "AND (attempt_started_at IS NULL OR id = ANY(%s::uuid[]))",
+        (holder, unsent_ids),
+    )
+    return cur.rowcount
+
+
+# -- results -------------------------------------------------------------------------------------
+_SENT = """
+    UPDATE automation_logs SET
+        wamid = COALESCE(wamid, %(wamid)s),
+        status = CASE WHEN status IN ('PENDING', 'UNKNOWN') THEN 'SENT' ELSE status END,
+        error_code = CASE WHEN status IN ('PENDING', 'UNKNOWN') THEN NULL ELSE error_code END,
+        error_message = CASE WHEN status IN ('PENDING', 'UNKNOWN') THEN NULL
+                             ELSE error_message END,
+        sent_at = COALESCE(sent_at, now()), claimed_by = NULL, updated_at = now()
+    WHERE id = %(id)s
+"""
+_FAILED = """
+    UPDATE automation_logs SET status = 'FAILED', error_code = %(code)s,
+        error_message = %(message)s, failed_at = now(), claimed_by = NULL, updated_at = now()
+    WHERE id = %(id)s AND status = 'PENDING'
+"""
+_UNKNOWN = """
+    UPDATE automation_logs SET status = 'UNKNOWN', error_code = %(code)s,
+        error_message = %(message)s, claimed_by = NULL, updated_at = now()
+    WHERE id = %(id)s AND status = 'PENDING'
+"""
+# Meta refused without accepting: released with a backoff. Only this run's permitted rows.
+_RETRY = """
+    UPDATE automation_logs SET claimed_by = NULL, attempt_started_at = NULL,
+        next_attempt_at = now() + make_interval(secs => %(delay)s),
+        error_code = %(code)s, error_message = %(message)s, updated_at = now()
+    WHERE id = %(id)s AND status = 'PENDING' AND claimed_by = %(holder)s
+"""
+_BY_OUTCOME = {"SENT": _SENT, "FAILED": _FAILED, "UNKNOWN": _UNKNOWN, "RETRY": _RETRY}
+
+
+# Row locks in id order before any update. The status webhook locks the rows it touches the
+# same way (shared.whatsapp.webhook_store.lock_logs), so a flush and a webhook batch over the
+# same messages queue behind each other instead of deadlocking (each would otherwise lock in its
+# own order).
+_LOCK_BY_ID = "SELECT 1 FROM automation_logs WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE"
+
+
+def write_results(conn: psycopg.Connection, holder: uuid.UUID, results: list[Result]) -> None:
+    """One transaction per flush: every result, and the opt-outs Meta reported (131050).
+    Idempotent as a whole, so a transaction Postgres aborted can simply run again."""
+    conn.execute(_LOCK_BY_ID, ([r.log_id for r in results],))
+    with conn.cursor() as cur:
+        for outcome, sql in _BY_OUTCOME.items():
+            params = [{"id": r.log_id, "wamid": r.wamid, "code": r.error_code,
+                       "message": (r.error_message or "")[:500] or None,
+                       "delay": r.retry_in_seconds, "holder": holder}
+                      for r in results if r.outcome == outcome]
+            if params:
+                cur.executemany(sql, params)
+    opted_out = [r.lead_id for r in results if r.opt_out]
+    if opted_out:
+        conn.execute(
+            "UPDATE leads SET whatsapp_opt_out = true, whatsapp_opt_out_source = %s, "
+            "whatsapp_opt_out_changed_at = now() WHERE id = ANY(%s::uuid[]) "
+            "AND NOT whatsapp_opt_out",
+            (OPT_OUT_131050, opted_out),
+        )

@@ -1,0 +1,58 @@
+"""Who a `lead_followup` rule may message, and when (CONTRACT.md "Rule semantics").
+
+A rule sends its approved template once, ever, to each lead of the tenant that has a phone, is
+not opted out, has never been contacted, and was created at least `delay_hours` ago. "Once,
+ever" is the automation_logs row per (rule, lead): a lead with any row for the rule is no longer
+eligible for it, whatever that row's status. Quiet hours: outside the rule's send window no lead
+is claimed at all (they simply wait for the window).
+
+These are SQL fragments over `leads l` and `automation_logs`, run by shared/hsm/claims.py inside
+the tenant's transaction (row-level security adds the tenant).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfoNotFoundError
+
+from shared.hsm.rules import in_send_window
+from shared.platform.observability import logger
+
+# A lead that may be messaged at all (any rule): the same predicate as 0001's partial index
+# leads_followup_idx, so the planner can use it.
+LEAD_REACHABLE = ("l.phone IS NOT NULL AND NOT l.whatsapp_opt_out "
+                  "AND l.last_contacted_at IS NULL")
+
+# New work for one rule: reachable, old enough, and never logged for this rule. Keyset-paged on
+# (created_at, id) so one run never re-reads the leads it already claimed.
+DUE_FOR_RULE = f"""
+    SELECT l.id, l.phone, l.created_at FROM leads l
+    WHERE {LEAD_REACHABLE}
+      AND l.created_at <= now() - make_interval(hours => %(delay_hours)s)
+      AND (l.created_at, l.id) > (%(after_created_at)s, %(after_id)s)
+      AND NOT EXISTS (SELECT 1 FROM automation_logs a
+                      WHERE a.tenant_id = l.tenant_id AND a.rule_id = %(rule_id)s
+                        AND a.lead_id = l.id)
+    ORDER BY l.created_at, l.id
+    LIMIT %(limit)s
+"""  # noqa: S608 - constant fragments only
+
+
+def send_window_open(send_window: Mapping[str, Any] | None, sender_timezone: str | None,
+                     now: datetime) -> bool:
+    """Quiet hours: True when `now` is inside the rule's window (no window: always).
+
+    A window without a time zone is in the sender's. A window that cannot be read counts as
+    closed: better a late message than one at 3 a.m.
+    """
+    if not send_window:
+        return True
+    window = dict(send_window)
+    window["timezone"] = window.get("timezone") or sender_timezone or "UTC"
+    try:
+        return in_send_window(window, now)
+    except (KeyError, ValueError, TypeError, ZoneInfoNotFoundError):
+        logger.warning("hsm_send_window_invalid")
+        return False

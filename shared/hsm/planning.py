@@ -1,0 +1,138 @@
+"""Before a tenant sends: its lease, the recovery of what dead runs left behind, its sender,
+token and templates, and a plan per rule saying whether the rule can send now and why not.
+
+Runs on the run's prepare threads (shared.hsm.threads): a template sync calls Meta.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.connection import credentials
+from shared.connection.session import record_token_invalid
+from shared.hsm import claims
+from shared.hsm.claims import Rule
+from shared.meta.errors import MetaError, MetaTokenInvalid
+from shared.platform.db import tenant_tx
+from shared.platform.errors import AppError
+from shared.platform.observability import logger, metrics
+from shared.whatsapp import senders, templates_store
+from shared.whatsapp.templates import (
+    SENDABLE_STATUS,
+    ensure_fresh_templates,
+    placeholder_count,
+    unfillable_parts,
+)
+
+# A permitted send without a result for this long belongs to a run that died (Lambda's maximum
+# run is 15 minutes): UNKNOWN.
+STARTED_TIMEOUT_SECONDS = 20 * 60
+LEASE_MARGIN_SECONDS = 60
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
+
+
+@dataclass(frozen=True)
+class RulePlan:
+    rule: Rule
+    skip_code: str | None = None
+    skip_message: str | None = None
+    parameter_names: list[str] | None = None  # named-parameter templates only
+
+
+@dataclass(frozen=True)
+class TenantPlan:
+    sender: senders.Sender
+    token: str = field(repr=False)
+    rules: list[RulePlan] = field(default_factory=list)
+
+
+def _parameter_names(components: Any) -> list[str]:
+    names: list[str] = []
+    for component in components if isinstance(components, list) else []:
+        if isinstance(component, dict) and str(component.get("type", "")).upper() == "BODY":
+            for name in _PLACEHOLDER.findall(str(component.get("text") or "")):
+                if name not in names:
+                    names.append(name)
+    return names
+
+
+def plan_rule(conn: Any, rule: Rule) -> RulePlan:
+    """Can the rule send now? Its template must be synced, APPROVED and fillable by it."""
+    row = templates_store.get(conn, rule.template_name, rule.language)
+    label = f"Template '{rule.template_name}' ({rule.language})"
+    if row is None:
+        return RulePlan(rule, "template_missing", f"{label} is not among the synced templates.")
+    if row["status"] != SENDABLE_STATUS:
+        reason = f": {row['rejection_reason']}" if row.get("rejection_reason") else ""
+        return RulePlan(rule, "template_not_approved", f"{label} is {row['status']}{reason}.")
+    expected = placeholder_count(row["components"])
+    if unfillable_parts(row["components"]) or expected != len(rule.body_params):
+        return RulePlan(rule, "template_mismatch", f"{label} needs {expected} body parameters "
+                        f"and no header or button ones; the rule maps {len(rule.body_params)}.")
+    named = str(row.get("parameter_format") or "").upper() == "NAMED"
+    return RulePlan(rule, parameter_names=_parameter_names(row["components"]) if named else None)
+
+
+def _release_lease(tenant_id: str, run_id: uuid.UUID) -> None:
+    with tenant_tx(tenant_id) as conn:
+        claims.release_lease(conn, run_id)
+
+
+def prepare_tenant(tenant_id: str, run_id: uuid.UUID, deadline: float) -> TenantPlan | None:
+    """Lease, recovery, sender, token, fresh templates, rule plans. None: nothing to send."""
+    lease_seconds = max(0.0, deadline - time.monotonic()) + LEASE_MARGIN_SECONDS
+    with tenant_tx(tenant_id) as conn:
+        if not claims.acquire_lease(conn, tenant_id, run_id, lease_seconds):
+            logger.info("hsm_dispatch_busy", extra={"tenant_id": tenant_id})
+            return None
+    try:
+        return _prepare_leased(tenant_id, run_id, deadline)
+    except Exception:
+        _release_lease(tenant_id, run_id)
+        raise
+
+
+def _prepare_leased(tenant_id: str, run_id: uuid.UUID, deadline: float) -> TenantPlan | None:
+    with tenant_tx(tenant_id) as conn:
+        timed_out = claims.expire_started(conn, STARTED_TIMEOUT_SECONDS)
+        orphans = claims.release_orphans(conn, run_id)
+        sender = senders.get(conn)
+        rules = claims.enabled_rules(conn)
+        stored = credentials.load(conn)
+    if timed_out or orphans:
+        logger.warning("hsm_claims_recovered", extra={"tenant_id": tenant_id,
+                                                      "unknown": timed_out, "released": orphans})
+        if timed_out:
+            metrics.add_metric(name="HsmClaimsTimedOut", unit="Count", value=timed_out)
+    reason = ("no_rules" if not rules else "no_sender" if sender is None
+              else "meta_not_connected" if stored is None
+              else "needs_reconnect" if stored.status == "needs_reconnect" else None)
+    if reason is not None:
+        if rules:
+            logger.info("hsm_dispatch_tenant_skipped", extra={"tenant_id": tenant_id,
+                                                              "reason": reason})
+        _release_lease(tenant_id, run_id)
+        return None
+    token = stored.token()
+    # httpx and the Graph client are imported once a tenant has something to send: a run over
+    # tenants without rules, sender or token never loads them (cold start).
+    from shared.meta.graph import GraphClient
+
+    try:
+        with GraphClient.for_token(token, deadline=deadline) as graph:
+            ensure_fresh_templates(tenant_id, graph=graph)
+    except MetaTokenInvalid as exc:
+        record_token_invalid(tenant_id, exc)
+        _release_lease(tenant_id, run_id)
+        return None
+    except (MetaError, AppError) as exc:
+        # Keep going on the stored list: Meta itself refuses a template no longer approved.
+        logger.warning("hsm_templates_not_refreshed",
+                       extra={"tenant_id": tenant_id, "meta_code": getattr(exc, "code", None)})
+    with tenant_tx(tenant_id) as conn:
+        plans = [plan_rule(conn, rule) for rule in rules]
+    return TenantPlan(sender, token, plans)

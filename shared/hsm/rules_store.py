@@ -1,0 +1,80 @@
+"""automation_rules data access, on a connection from shared.platform.db.tenant_tx (RLS holds).
+
+Rules are deleted softly (deleted_at set, enabled cleared) so their logs stay readable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+_SELECT = """
+    SELECT r.id, r.name, r.trigger_type, r.delay_hours, r.template_name, r.language,
+           r.body_params, r.send_window, r.enabled, r.created_by, r.created_at, r.updated_at,
+           t.status AS template_status, t.rejection_reason AS template_rejection_reason
+    FROM automation_rules r
+    LEFT JOIN meta_templates t ON t.name = r.template_name AND t.language = r.language
+"""
+
+EDITABLE = ("name", "trigger_type", "delay_hours", "template_name", "language", "body_params",
+            "send_window", "enabled")
+_JSON = {"body_params", "send_window"}
+
+
+def _value(column: str, value: Any) -> Any:
+    return Jsonb(value) if column in _JSON and value is not None else value
+
+
+def list_live(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    return conn.execute(
+        _SELECT + " WHERE r.deleted_at IS NULL ORDER BY r.created_at, r.id").fetchall()
+
+
+def get_live(conn: psycopg.Connection, rule_id: str, *, for_update: bool = False
+             ) -> dict[str, Any] | None:
+    if for_update:
+        # Lock the rule row only (FOR UPDATE cannot apply to the nullable side of the join).
+        found = conn.execute("SELECT id FROM automation_rules WHERE id = %s AND deleted_at IS NULL"
+                             " FOR UPDATE", (rule_id,)).fetchone()
+        if found is None:
+            return None
+    return conn.execute(_SELECT + " WHERE r.id = %s AND r.deleted_at IS NULL",
+                        (rule_id,)).fetchone()
+
+
+def insert(conn: psycopg.Connection, tenant_id: str, created_by: str | None,
+           fields: dict[str, Any]) -> str:
+    """Raises psycopg UniqueViolation when a live rule already has the name."""
+    columns = list(EDITABLE)
+    row = conn.execute(
+        f"INSERT INTO automation_rules (tenant_id, created_by, {', '.join(columns)}) "  # noqa: S608
+        f"VALUES (%s, %s, {', '.join(['%s'] * len(columns))}) RETURNING id",
+        (tenant_id, created_by, *[_value(c, fields[c]) for c in columns]),
+    ).fetchone()
+    return str(row["id"])
+
+
+def update(conn: psycopg.Connection, rule_id: str, changes: dict[str, Any]) -> None:
+    columns = [c for c in EDITABLE if c in changes]
+    if not columns:
+        return
+    assignments = ", ".join(f"{c} = %s" for c in columns)
+    conn.execute(
+        f"UPDATE automation_rules SET {assignments}, updated_at = now() "  # noqa: S608
+        "WHERE id = %s AND deleted_at IS NULL",
+        (*[_value(c, changes[c]) for c in columns], rule_id),
+    )
+
+
+def soft_delete(conn: psycopg.Connection, rule_id: str) -> bool:
+    cur = conn.execute(
+        "UPDATE automation_rules SET deleted_at = now(), enabled = false, updated_at = now() "
+        "WHERE id = %s AND deleted_at IS NULL", (rule_id,))
+    return cur.rowcount > 0
+
+
+def sender_timezone(conn: psycopg.Connection) -> str | None:
+    row = conn.execute("SELECT timezone FROM whatsapp_senders").fetchone()
+    return row["timezone"] if row else None

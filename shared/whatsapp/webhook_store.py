@@ -1,0 +1,156 @@
+"""Writes the Meta webhook makes, each inside the owning tenant's transaction (RLS holds).
+
+Every statement is idempotent and monotonic, decided by the database on the locked row, so
+duplicates, retries, out-of-order batches and concurrent deliveries all end in the same state:
+- a delivery status only moves forward: PENDING/UNKNOWN < SENT < DELIVERED < READ;
+- FAILED is terminal: it wins whatever arrived before it and nothing moves it afterwards, so
+  the end state does not depend on the order Meta delivers a message's statuses in;
+- a template's status changes only for an event at least as new as the last change;
+- an opt-out change applies only when newer than the lead's last one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import psycopg
+
+OPT_OUT_PREFERENCES = "whatsapp_preferences"  # user_preferences webhook: "stop"
+OPT_OUT_KEYWORD = "whatsapp_keyword"  # the person wrote STOP / BAJA
+OPT_OUT_131050 = "meta_131050"  # Meta: "user stopped marketing messages"
+# Opt-outs WhatsApp itself reported; a "resume" clears only these, never one set in the CRM.
+WHATSAPP_OPT_OUT_SOURCES = [OPT_OUT_PREFERENCES, OPT_OUT_KEYWORD, OPT_OUT_131050]
+
+STATUS_RANK = {"SENT": 1, "DELIVERED": 2, "READ": 3}
+
+_MATCH = "(wamid = %(wamid)s OR (wamid IS NULL AND id = %(log_id)s))"
+# Setting a wamid found by log id must never collide with the unique index (one row per wamid).
+_WAMID = ("COALESCE(wamid, CASE WHEN NOT EXISTS (SELECT 1 FROM automation_logs x "
+          "WHERE x.wamid = %(wamid)s) THEN %(wamid)s END)")
+
+_ADVANCE = f"""
+    UPDATE automation_logs SET
+        status = CASE WHEN %(rank)s > (CASE status WHEN 'SENT' THEN 1 WHEN 'DELIVERED' THEN 2
+                                                    WHEN 'READ' THEN 3 ELSE 0 END)
+                      THEN %(status)s ELSE status END,
+        wamid = {_WAMID},
+        sent_at = COALESCE(sent_at, %(at)s),
+        delivered_at = CASE WHEN %(rank)s >= 2 THEN COALESCE(delivered_at, %(at)s)
+                            ELSE delivered_at END,
+        read_at = CASE WHEN %(rank)s >= 3 THEN COALESCE(read_at, %(at)s) ELSE read_at END,
+        updated_at = now()
+    WHERE {_MATCH} AND status IN ('PENDING', 'UNKNOWN', 'SENT', 'DELIVERED', 'READ')
+    RETURNING id
+"""  # noqa: S608 - constant fragments only
+
+_FAIL = f"""
+    UPDATE automation_logs SET
+        status = 'FAILED', wamid = {_WAMID}, failed_at = COALESCE(failed_at, %(at)s),
+        error_code = %(code)s, error_message = %(message)s, updated_at = now()
+    WHERE {_MATCH} AND status IN ('PENDING', 'UNKNOWN', 'SENT', 'DELIVERED', 'READ')
+    RETURNING id, lead_id
+"""  # noqa: S608 - constant fragments only
+
+
+def lock_logs(conn: psycopg.Connection, matches: list[tuple[str, str | None]]) -> None:
+    """Lock every log row these (wamid, log id) pairs match, in id order, before changing any:
+    the dispatcher's result writes lock in the same order (shared.hsm.claims.write_results), so
+    the two never deadlock over a batch of the same messages."""
+    if not matches:
+        return
+    conn.execute(
+        "SELECT 1 FROM automation_logs WHERE wamid = ANY(%s) "
+        "OR (wamid IS NULL AND id = ANY(%s::uuid[])) ORDER BY id FOR UPDATE",
+        ([wamid for wamid, _ in matches], [log_id for _, log_id in matches if log_id]),
+    )
+
+
+def apply_delivery(conn: psycopg.Connection, *, wamid: str, log_id: str | None, status: str,
+                   at: datetime) -> bool:
+    """sent / delivered / read. True when a log row took it (even if it was already ahead)."""
+    row = conn.execute(_ADVANCE, {"wamid": wamid, "log_id": log_id, "status": status,
+                                  "rank": STATUS_RANK[status], "at": at}).fetchone()
+    return row is not None
+
+
+def apply_failure(conn: psycopg.Connection, *, wamid: str, log_id: str | None, at: datetime,
+                  code: str | None, message: str | None) -> str | None:
+    """failed: final. Returns the lead id when this call failed the row, else None."""
+    row = conn.execute(_FAIL, {"wamid": wamid, "log_id": log_id, "at": at, "code": code,
+                               "message": message}).fetchone()
+    return str(row["lead_id"]) if row else None
+
+
+def log_exists(conn: psycopg.Connection, wamid: str, log_id: str | None) -> bool:
+    return conn.execute(f"SELECT 1 FROM automation_logs WHERE {_MATCH}",  # noqa: S608
+                        {"wamid": wamid, "log_id": log_id}).fetchone() is not None
+
+
+def apply_template_status(conn: psycopg.Connection, *, waba_id: str, template_id: str | None,
+                          name: str | None, language: str | None, status: str,
+                          reason: str | None, at: datetime) -> int:
+    cur = conn.execute(
+        """
+        UPDATE meta_templates SET status = %(status)s, rejection_reason = %(reason)s,
+            status_changed_at = %(at)s
+        WHERE waba_id = %(waba)s
+          AND (template_id = %(id)s OR (name = %(name)s AND language = %(language)s))
+          AND (status_changed_at IS NULL OR status_changed_at <= %(at)s)
+        """,
+        {"status": status, "reason": reason, "at": at, "waba": waba_id, "id": template_id,
+         "name": name, "language": language},
+    )
+    return cur.rowcount
+
+
+def mark_templates_stale(conn: psycopg.Connection, waba_id: str) -> None:
+    """The next ensure_fresh_templates re-reads every page (e.g. a template new to us)."""
+    conn.execute("UPDATE whatsapp_senders SET templates_synced_at = NULL WHERE waba_id = %s",
+                 (waba_id,))
+
+
+def opt_out_phone(conn: psycopg.Connection, phone: str, source: str, at: datetime) -> int:
+    """Opt the tenant's leads with this number out (an opt-out set in the CRM keeps its
+    source, so a later "resume" from WhatsApp cannot undo it)."""
+    cur = conn.execute(
+        """
+        UPDATE leads SET whatsapp_opt_out = true,
+            whatsapp_opt_out_source = CASE WHEN whatsapp_opt_out
+                AND NOT COALESCE(whatsapp_opt_out_source = ANY(%(sources)s), false)
+                THEN whatsapp_opt_out_source ELSE %(source)s END,
+            whatsapp_opt_out_changed_at = %(at)s
+        WHERE phone = %(phone)s
+          AND (whatsapp_opt_out_changed_at IS NULL OR whatsapp_opt_out_changed_at <= %(at)s)
+        """,
+        {"phone": phone, "source": source, "at": at, "sources": WHATSAPP_OPT_OUT_SOURCES},
+    )
+    return cur.rowcount
+
+
+def opt_out_lead(conn: psycopg.Connection, lead_id: str, source: str, at: datetime) -> int:
+    cur = conn.execute(
+        """
+        UPDATE leads SET whatsapp_opt_out = true,
+            whatsapp_opt_out_source = COALESCE(whatsapp_opt_out_source, %(source)s),
+            whatsapp_opt_out_changed_at = GREATEST(whatsapp_opt_out_changed_at, %(at)s)
+        WHERE id = %(lead_id)s AND NOT whatsapp_opt_out
+        """,
+        {"lead_id": lead_id, "source": source, "at": at},
+    )
+    return cur.rowcount
+
+
+def opt_in_phone(conn: psycopg.Connection, phone: str, at: datetime) -> int:
+    """A "resume": clears WhatsApp-reported opt-outs only, and records the change time so an
+    older "stop" retried later cannot apply."""
+    cur = conn.execute(
+        """
+        UPDATE leads SET whatsapp_opt_out = false, whatsapp_opt_out_source = NULL,
+            whatsapp_opt_out_changed_at = %(at)s
+        WHERE phone = %(phone)s
+          AND (whatsapp_opt_out_changed_at IS NULL OR whatsapp_opt_out_changed_at <= %(at)s)
+          AND (NOT whatsapp_opt_out OR whatsapp_opt_out_source = ANY(%(sources)s))
+        """,
+        {"phone": phone, "at": at, "sources": WHATSAPP_OPT_OUT_SOURCES},
+    )
+    return cur.rowcount
