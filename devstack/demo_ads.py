@@ -8,10 +8,7 @@ targets), then the CRM's marketing screens are read as a member.
 from __future__ import annotations
 
 import random
-import uuid
 from datetime import UTC, datetime, timedelta
-
-from devstack.lambda_context import LocalContext
 
 DEMO_ACCOUNT_NAME = "Ventas Demo 01"  # the seeded account with 30 campaigns (sandbox/ads.py)
 
@@ -36,11 +33,26 @@ def _ensure_connected(ctx) -> str:
     return "OAuth step did not connect; stored a sandbox token for Ana Demo instead"
 
 
-def _sync_event(tenant_id: str, account_id: str) -> dict:
-    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "MetaAdAccountConnected",
-            "source": "crm.marketing-hub", "account": "000000000000",
-            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "region": "us-east-1",
-            "resources": [], "detail": {"tenant_id": tenant_id, "account_id": account_id}}
+def _synced(tenant_id: str, account_id: str) -> tuple[dict, int]:
+    from shared.platform.db import tenant_tx
+
+    with tenant_tx(tenant_id) as conn:
+        account = conn.execute("SELECT * FROM tenant_meta_accounts WHERE account_id = %s",
+                               (account_id,)).fetchone()
+        rows = conn.execute("SELECT count(*) AS n FROM meta_ads_insights WHERE account_id = %s",
+                            (account_id,)).fetchone()["n"]
+    return account, rows
+
+
+def _requeue_connected(tenant_id: str, account_id: str) -> None:
+    """The message AccountConnectedRule wrote, sent once more."""
+    import json
+
+    from devstack.queues import queue_url
+    from shared.platform.aws import client
+
+    client("sqs").send_message(QueueUrl=queue_url("CampaignSyncQueue"), MessageBody=json.dumps(
+        {"tenant_id": tenant_id, "account_id": account_id, "reason": "connected"}))
 
 
 def _crm_leads(ctx, campaign_ids: list[str]) -> int:
@@ -91,20 +103,22 @@ def run(ctx) -> None:
             f"status {response.status_code}: {body}\n"
             "  event MetaAdAccountConnected put on the bus for the campaign sync")
 
-    # 3. The campaign sync, invoked with the event the rule routes to it.
-    from functions.campaign_sync.app import lambda_handler
+    # 3. The campaign sync: the event's rule puts the account on CampaignSyncQueue, and Lambda's
+    # SQS event source hands it to the sync worker (devstack.queues does that part locally).
+    from devstack.queues import deliver_all
 
-    result = lambda_handler(_sync_event(ctx.tenant_id, body["account_id"]),
-                            LocalContext("CampaignSyncFunction", 900))
-    ctx.say("7. campaign_sync (EventBridge: MetaAdAccountConnected)",
-            f"outcome {result['outcome']}: {result['campaigns']} campaigns, "
-            f"{result['insight_rows']} daily insight rows {result['since']}..{result['until']}, "
-            f"{result['graph_requests']} Graph requests, {result['duration_ms']} ms")
-    again = lambda_handler(_sync_event(ctx.tenant_id, body["account_id"]),
-                           LocalContext("CampaignSyncFunction", 900))
-    ctx.say("   ...and again (idempotent, lookback only)",
-            f"outcome {again['outcome']}: window {again['since']}..{again['until']}, "
-            f"{again['insights_inserted']} new rows, {again['insights_changed']} changed")
+    delivered = deliver_all(queues={"CampaignSyncQueue"})["CampaignSyncQueue"]
+    account, rows = _synced(ctx.tenant_id, body["account_id"])
+    ctx.say("7. campaign_sync (EventBridge rule -> CampaignSyncQueue -> worker)",
+            f"{delivered} message(s); outcome {account['last_sync_outcome']}: "
+            f"{account['campaigns_synced']} campaigns, {rows} daily insight rows up to "
+            f"{account['last_synced_date']}")
+    _requeue_connected(ctx.tenant_id, body["account_id"])
+    deliver_all(queues={"CampaignSyncQueue"})
+    _, again = _synced(ctx.tenant_id, body["account_id"])
+    ctx.say("   ...and the same message delivered again (SQS delivers at least once)",
+            f"{again - rows} new daily rows: the rerun reads only the lookback window and "
+            "upserts")
 
     # 4. The CRM's marketing screens (member).
     campaigns = ctx.http.get("/crm/marketing/campaigns", headers=ctx.headers("member")).json()

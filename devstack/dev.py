@@ -16,6 +16,7 @@ import sys
 import threading
 
 from devstack.dev_routes import DEMO_TENANT, DevRoutes, demo_campaign_ids, seed_tenant
+from devstack.queues import QueuePump
 from devstack.stack import LocalStack
 from sandbox.whatsapp_send import SendControl
 
@@ -85,10 +86,14 @@ def main() -> int:
     with stack:
         seeded = seed_tenant(DEMO_TENANT, demo_campaign_ids(stack.sandbox))
         deliver_status_webhooks(stack)
+        # Lambda's SQS event sources: queued work (a connected account's sync, the dispatch
+        # workers' tenants) reaches its function within a second, as in AWS.
+        pump = QueuePump().start()
         print(banner(stack, seeded), flush=True)
         while not stop.wait(0.5):
             pass
         print("\nStopping the local stack...", flush=True)
+        pump.stop()
     print("Stopped: no local services are left running.", flush=True)
     return 0
 
