@@ -22,11 +22,13 @@ VERIFY_TOKEN = "local-verify-token"
 def reset_caches() -> None:
     """Forget cached settings, clients and connections after the environment changed."""
     from shared.ads import stats
+    from shared.hsm import threads
     from shared.platform import aws, db, settings
 
     settings.get_settings.cache_clear()
     aws.reset_clients()
     db.reset_connection()
+    threads.close_container_threads()  # their connections belong to the previous database
     stats.forget_answers()  # a new database starts its data versions again
     try:
         from shared.platform import crypto

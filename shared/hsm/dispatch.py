@@ -47,7 +47,7 @@ from shared.hsm.tenant_run import (
     TenantDispatch,
     send_reserve_seconds,
 )
-from shared.hsm.threads import RunThreads
+from shared.hsm.threads import container_threads
 from shared.platform.observability import logger, metrics
 
 CONCURRENT_TENANTS = 8  # numbers paced side by side; each has its own cap at Meta
@@ -71,7 +71,7 @@ class Dispatcher:
         self.deadline = deadline
         self.hooks = hooks or DispatchHooks()
         self.run_id = uuid.uuid4()
-        self.threads = RunThreads()
+        self.threads = container_threads()
         self._gate: asyncio.Semaphore | None = None
 
     async def dispatch(self, tenant_id: str) -> TenantResult:
@@ -94,9 +94,6 @@ class Dispatcher:
                 return TenantResult(tenant_id, job.summary, job.statuses, error=exc)
             return TenantResult(tenant_id, job.summary, job.statuses,
                                 backlog_left=job.backlog_left)
-
-    def close(self) -> None:
-        self.threads.close()
 
 
 def total(results: list[TenantResult]) -> tuple[DispatchSummary, Counter[str]]:
@@ -127,10 +124,7 @@ def run_dispatch(deadline: float, tenant_ids: list[str], *,
     async def every() -> list[TenantResult]:
         return await asyncio.gather(*(dispatcher.dispatch(t) for t in dict.fromkeys(tenant_ids)))
 
-    try:
-        results = asyncio.run(every())
-    finally:
-        dispatcher.close()
+    results = asyncio.run(every())
     summary, statuses = total(results)
     emit_message_metrics(statuses)
     logger.info("hsm_dispatch_finished", extra={**summary.as_dict(), "tenants": len(results)})

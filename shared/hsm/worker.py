@@ -46,10 +46,7 @@ def work_batch(event: dict[str, Any], context: Any, deadline: float, *,
         if result.error is not None:
             raise result.error  # this record alone fails: SQS delivers it again later
 
-    try:
-        response = queues.consume(event, context, handle)
-    finally:
-        dispatcher.close()
+    response = queues.consume(event, context, handle)
     continued = _continue(results)
     summary, statuses = total(results)
     emit_message_metrics(statuses)
