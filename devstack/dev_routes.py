@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from werkzeug.wrappers import Request, Response
@@ -205,6 +206,13 @@ class DevRoutes:
     def page(self, request: Request) -> Response:
         if request.method != "GET":
             return _error(405, "method_not_allowed", "Only GET is served here.")
+        api = urlsplit(self.stack.api_url)
+        if request.host != api.netloc:
+            # localhost and 127.0.0.1 are two sites to a browser: a sign-in or an OAuth binding
+            # cookie made under one is not there under the other. Move before anything starts.
+            query = f"?{request.query_string.decode('latin-1')}" if request.query_string else ""
+            return Response(status=302, headers={
+                **PAGE_HEADERS, "Location": f"{api.scheme}://{api.netloc}{request.path}{query}"})
         return _static("index.html")
 
     def static(self, request: Request) -> Response:
