@@ -99,8 +99,8 @@ class CorsPolicy:
 
     def apply(self, request: Request, response: Response) -> Response:
         """The gateway's CORS headers on an answer: the function's own ones never pass."""
-        for name in [n for n in response.headers.keys() if n.lower().startswith(
-                _CORS_HEADER_PREFIX)]:
+        for name in {n for n, _ in response.headers.items()
+                     if n.lower().startswith(_CORS_HEADER_PREFIX)}:
             del response.headers[name]
         origin = request.headers.get("Origin")
         if self.allows(origin):
