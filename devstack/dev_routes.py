@@ -118,7 +118,11 @@ def demo_leads(tenant_id: str, campaign_ids: list[str], now: datetime) -> list[d
             "lead_source": "meta_ads" if campaign else rng.choice(("web", "referido")),
             "meta_campaign_id": campaign,
             "deal_value": rng.choice((1500, 2800, 4200, 6500)) if won else None,
-            "deal_currency": "EUR" if won else None,
+            # As most CRM deals: no currency of their own, so a deal counts in its campaign's
+            # (the ad account's). Before an account is connected the figures then stay one
+            # story, in one (not yet known) currency, instead of a EUR row of revenue beside a
+            # currency-less row of leads.
+            "deal_currency": None,
         })
     return leads
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -123,6 +124,25 @@ class LocalStack:
     @property
     def api_url(self) -> str:
         return self.api_server.url
+
+    @contextlib.contextmanager
+    def serving_frontend(self, url: str) -> Iterator[None]:
+        """For a while, `url` is the frontend (template parameter FrontendUrl): CORS allows it
+        and the OAuth callback returns there. E.g. the reference page on another origin."""
+        from shared.platform.settings import get_settings
+
+        saved = self.env["FRONTEND_URL"], self.api.cors
+
+        def use(frontend: str, cors: CorsPolicy) -> None:
+            self.env["FRONTEND_URL"] = os.environ["FRONTEND_URL"] = frontend
+            self.api.cors = cors
+            get_settings.cache_clear()
+
+        use(url, CorsPolicy.from_template({"FrontendUrl": url}))
+        try:
+            yield
+        finally:
+            use(*saved)
 
     def stop(self) -> None:
         # Whatever part started (stop also runs after a start that failed half-way).

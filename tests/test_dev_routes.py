@@ -58,6 +58,20 @@ def test_a_sign_in_gives_a_verifiable_token_and_seeds_the_tenant_once(dev, tenan
     assert leads["n"] == DEMO_LEADS and leads["attributed"] > 0 and leads["won"] > 0
 
 
+def test_before_an_ad_account_the_demo_figures_tell_one_story(dev, tenant_id):
+    """The seeded tenant's stats before any ad account is connected: its Meta leads and won
+    revenue in one (not yet known) currency, not a EUR row of revenue beside a currency-less
+    row of leads; its campaigns are known only by id (the page summarises them)."""
+    token = dev.post("/__dev/session", json={"role": "member", "tenant_id": tenant_id}).json()
+    stats = dev.get("/crm/marketing/stats",
+                    headers={"Authorization": f"Bearer {token['token']}"}).json()
+    (total,) = stats["totals"]
+    assert total["currency"] is None
+    assert total["leads"] > 0 and total["won_leads"] > 0 and total["revenue"] > 0
+    assert stats["campaigns"] and all(c["name"] is None for c in stats["campaigns"])
+    assert sum(c["revenue"] for c in stats["campaigns"]) == total["revenue"]
+
+
 @pytest.mark.parametrize("body", [{"role": "owner"}, {"role": "admin", "tenant_id": "a b"},
                                   {"role": "admin", "tenant_id": 7}])
 def test_a_sign_in_with_a_bad_role_or_tenant_is_refused(dev, body):
