@@ -52,27 +52,29 @@ def banner(stack: LocalStack, seeded: int) -> str:
     url = stack.api_url
     frontend = stack.env["FRONTEND_URL"]
     if frontend == url:
-        frontend_note = "the reference page here (set CORS_ORIGIN for your own dev server)"
+        frontend_lines = (f"{frontend}   the page above: CORS allows it (with credentials) and\n"
+                          "              Meta's consent returns to it. Your own dev server "
+                          "instead:\n              CORS_ORIGIN=http://localhost:5173 make dev")
     else:
-        frontend_note = "your frontend (CORS_ORIGIN); the reference page here still works"
+        frontend_lines = (f"{frontend}   CORS allows it (with credentials), and Meta's "
+                          f"consent\n              returns to {frontend}/crm/marketing (the "
+                          "page above works too, but for that)")
     return f"""
 Marketing Hub is running locally.
 
-  Open  {url}/            the reference Marketing Hub page
-        Sign in as the demo admin (or member) of tenant "{DEMO_TENANT}" ({seeded} demo leads
-        seeded now), then: Marketing -> "Conectar Meta Ads" -> the sandbox's consent page ->
-        pick an ad account -> results; HSM WhatsApp -> connect a number -> "Nueva regla" ->
-        "Ejecutar envío ahora (local)" -> the message log.
+  Open        {url}/   the reference Marketing Hub page
+              Sign in as the demo admin (or member) of tenant "{DEMO_TENANT}" ({seeded} demo
+              leads seeded now), then: Marketing -> "Conectar Meta Ads" -> the sandbox's consent
+              page -> pick an ad account -> results; HSM WhatsApp -> connect a number ->
+              "Nueva regla" -> "Ejecutar envío ahora (local)" -> the message log.
 
-  API reference  {url}/docs   (OpenAPI: {url}/openapi.json, committed as docs/openapi.json)
-  Local API   {url}   (the routes of template.yaml; sign in: POST {url}/__dev/session)
-  CORS        allows {frontend}, credentials included, as template.yaml's CorsConfiguration
-  Frontend    {frontend}: {frontend_note};
-              the OAuth callback returns to {frontend}/crm/marketing
-  Meta        {stack.sandbox.url}   (the sandbox: consent page, Graph, WhatsApp)
+  API docs    {url}/docs   (the OpenAPI document: /openapi.json, as docs/openapi.json)
+  Local API   {url}   template.yaml's routes; a token: POST {url}/__dev/session
+  Frontend    {frontend_lines}
+  Meta        {stack.sandbox.url}   the sandbox: consent page, Graph, WhatsApp
 
-The API goes by {url} only: the OAuth binding cookie belongs to that host, so the page
-sends a browser that came by another name (localhost, 127.0.0.1) here first. Ctrl-C stops it.
+Use {url} as printed: the OAuth cookie belongs to one host name, so the page sends a
+browser that came by another (localhost, 127.0.0.1) here before it signs in. Ctrl-C stops it all.
 """
 
 
