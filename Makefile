@@ -30,10 +30,12 @@ $(info $(VENV_NOTE))
 endif
 endif
 
+# Not editable: the project's own code runs from the repository root and is never installed
+# (pyproject.toml: packages = []); only its dependencies are.
 $(STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q ".[dev]"
 	touch $(STAMP)
 
 # The API reference's renderer for /docs (devstack/api_docs.py): Swagger UI's static files from
