@@ -494,7 +494,7 @@
       el("td", { class: "num" }, money(c.cpl, c.currency)),
       el("td", { class: "num" }, money(c.revenue, c.currency)),
       el("td", { class: "num" }, percent(c.roi)))));
-    show($("stats-empty"), campaigns.length === 0);
+    show($("stats-empty"), campaigns.length === 0 && pending.length === 0);
     const pendingLeads = pending.reduce((sum, c) => sum + (c.leads || 0), 0);
     $("stats-pending").textContent = pending.length
       ? `${integer(pendingLeads)} leads vienen de ${integer(pending.length)} campañas de Meta aún sin `
