@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -103,3 +104,42 @@ def test_ctrl_c_while_postgres_starts_leaves_nothing_behind(env):
     # Only pgserver's lock directory stays (platformdirs' runtime dir, as on every run).
     assert [p.name for p in tmp.iterdir() if not p.name.startswith("runtime-")] == []
     assert _postgres_using(tmp) == []
+
+
+@pytest.mark.slow
+def test_make_dev_says_what_to_open_and_nothing_else(env):
+    """The banner names the API reference, the sign-in route and the CORS origin; no warning
+    of pgserver (XDG_RUNTIME_DIR) or of Powertools (no metrics) follows it, even after calls."""
+    env = {k: v for k, v in env.items() if k != "XDG_RUNTIME_DIR"}
+    env["CORS_ORIGIN"] = "http://localhost:5173"
+    url = f"http://localhost:{env['PORT']}"
+    process = subprocess.Popen([sys.executable, "-m", "devstack.dev"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    lines: list[str] = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Use ") and "as printed" in line:
+                break
+        token = httpx.post(f"{url}/__dev/session", json={"role": "member"}, timeout=30).json()
+        stats = httpx.get(f"{url}/crm/marketing/stats", timeout=30,
+                          headers={"Authorization": f"Bearer {token['token']}",
+                                   "Origin": "http://localhost:5173"})
+        assert stats.status_code == 200
+        assert stats.headers["access-control-allow-origin"] == "http://localhost:5173"
+        os.killpg(process.pid, signal.SIGINT)
+        rest, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    output = "".join(lines) + rest
+    assert process.returncode == 0, output
+    for expected in (f"API docs    {url}/docs", f"POST {url}/__dev/session",
+                     "Frontend    http://localhost:5173   CORS allows it",
+                     "Stopped: no local services are left running."):
+        assert expected in output, output
+    for noise in ("XDG_RUNTIME_DIR", "No application metrics to publish", "Traceback",
+                  "Warning"):
+        assert noise not in output, output
