@@ -97,3 +97,20 @@ def test_run_sync_now_syncs_nothing_for_a_tenant_without_ad_accounts(dev, tenant
     answer = dev.post("/__dev/jobs/sync", headers={"Authorization": f"Bearer {admin}"})
     assert answer.status_code == 200
     assert answer.json() == {"accounts": 0, "results": []}
+
+
+def test_the_documented_sign_in_example_works(dev):
+    """docs/LOCAL_DEV.md's curl example for POST /__dev/session, sent as written."""
+    import json
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "LOCAL_DEV.md").read_text()
+    section = doc.split("### A local sign-in: `POST /__dev/session`", 1)[1]
+    body = re.search(r"-d '(\{[^']*\})'", section).group(1)
+    documented = set(re.findall(r'"(\w+)":', section.split("# {", 1)[1].split("```", 1)[0]))
+    answer = dev.post("/__dev/session", content=body,
+                      headers={"Content-Type": "application/json"})
+    assert answer.status_code == 200
+    assert set(answer.json()) == documented | {"token"}
+    assert jwt_tokens.verify(answer.json()["token"])["custom:role"] == json.loads(body)["role"]
