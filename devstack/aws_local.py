@@ -116,3 +116,30 @@ def create_queue_rules(endpoint: str, bus: str, queue_urls: dict[str, str]) -> l
         events.put_targets(Rule=name, EventBusName=bus, Targets=targets)
         created.append(name)
     return created
+
+
+class BusCapture:
+    """Every event this project puts on `bus`, kept in an SQS queue of moto's so a local run can
+    show what reached the bus (in AWS: what the CRM's subscribers would hear)."""
+
+    def __init__(self, endpoint: str, bus: str, name: str = "local-capture"):
+        self.sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION, **_FAKE)
+        self.queue_url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url,
+                                            AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events = boto3.client("events", endpoint_url=endpoint, region_name=REGION, **_FAKE)
+        events.put_rule(Name=name, EventBusName=bus,
+                        EventPattern=json.dumps({"source": ["crm.marketing-hub"]}))
+        events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": arn}])
+
+    def drain(self) -> list[dict]:
+        """The events that arrived since the last call, oldest first."""
+        seen = []
+        while True:
+            batch = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
+            if not batch.get("Messages"):
+                return seen
+            for message in batch["Messages"]:
+                seen.append(json.loads(message["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queue_url,
+                                        ReceiptHandle=message["ReceiptHandle"])

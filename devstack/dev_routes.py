@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from werkzeug.wrappers import Request, Response
@@ -117,7 +118,11 @@ def demo_leads(tenant_id: str, campaign_ids: list[str], now: datetime) -> list[d
             "lead_source": "meta_ads" if campaign else rng.choice(("web", "referido")),
             "meta_campaign_id": campaign,
             "deal_value": rng.choice((1500, 2800, 4200, 6500)) if won else None,
-            "deal_currency": "EUR" if won else None,
+            # As most CRM deals: no currency of their own, so a deal counts in its campaign's
+            # (the ad account's). Before an account is connected the figures then stay one
+            # story, in one (not yet known) currency, instead of a EUR row of revenue beside a
+            # currency-less row of leads.
+            "deal_currency": None,
         })
     return leads
 
@@ -210,6 +215,13 @@ class DevRoutes:
     def page(self, request: Request) -> Response:
         if request.method != "GET":
             return _error(405, "method_not_allowed", "Only GET is served here.")
+        api = urlsplit(self.stack.api_url)
+        if request.host != api.netloc:
+            # localhost and 127.0.0.1 are two sites to a browser: a sign-in or an OAuth binding
+            # cookie made under one is not there under the other. Move before anything starts.
+            query = f"?{request.query_string.decode('latin-1')}" if request.query_string else ""
+            return Response(status=302, headers={
+                **PAGE_HEADERS, "Location": f"{api.scheme}://{api.netloc}{request.path}{query}"})
         return _static("index.html")
 
     def static(self, request: Request) -> Response:

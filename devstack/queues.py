@@ -129,5 +129,5 @@ class QueuePump:
 
     def stop(self) -> None:
         self._stop.set()
-        with contextlib.suppress(RuntimeError):
+        with contextlib.suppress(RuntimeError):  # never started
             self._thread.join(timeout=30)

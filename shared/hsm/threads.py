@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import threading
 from collections.abc import Callable
@@ -37,8 +38,10 @@ class RunThreads:
                       for name, size in _POOL_SIZES.items()}
 
     async def run(self, fn: Callable[..., Any], *args: Any, pool: str = DB) -> Any:
+        # In a copy of the caller's context: the invocation's log keys (function name, request
+        # id) follow the work into the pool's threads (shared.platform.observability).
         return await asyncio.get_running_loop().run_in_executor(
-            self.pools[pool], functools.partial(fn, *args))
+            self.pools[pool], contextvars.copy_context().run, functools.partial(fn, *args))
 
     def close(self) -> None:
         """Close every thread's connection and stop the threads (a container going away; the
