@@ -45,8 +45,9 @@ def test_the_demo_runs_every_step_and_sends_each_lead_once(stack):
     lines = [json.loads(line) for line in (ROOT / ".cache" / "local" / "demo.log").read_text()
              .splitlines() if line.startswith("{")]
     named = {line["message"]: line.get("function_name") for line in lines
-             if line.get("message") in ("hsm_dispatch_finished", "webhook_processed",
-                                        "token_refresh_run")}
-    assert named == {"hsm_dispatch_finished": "HsmDispatchFunction",
+             if line.get("message") in ("hsm_dispatch_planned", "hsm_worker_finished",
+                                        "webhook_processed", "token_refresh_run")}
+    assert named == {"hsm_dispatch_planned": "HsmDispatchFunction",
+                     "hsm_worker_finished": "HsmWorkerFunction",
                      "webhook_processed": "MetaWebhookFunction",
                      "token_refresh_run": "TokenRefreshFunction"}

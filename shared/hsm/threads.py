@@ -4,7 +4,7 @@ work.
 
 A warm container keeps them, and each thread its Postgres connection, from one invocation to
 the next, as shared.platform.db keeps a handler's: a worker is invoked batch after batch, and
-reconnecting six connections each time would cost more than a small batch's sends. What a
+reconnecting five connections each time would cost more than a small batch's sends. What a
 container can hold stays bounded: the queue's maximum concurrency times CONNECTIONS.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 
 from shared.platform.db import reset_connection
 
-DB_THREADS = 4
-PREPARE_THREADS = 3  # tenants of a batch prepared side by side (each waits on Postgres and KMS)
+DB_THREADS = 3
+PREPARE_THREADS = 2  # tenants of a batch prepared side by side (each waits on Postgres and KMS)
 DB, PREPARE = "db", "prepare"
 _POOL_SIZES = {DB: DB_THREADS, PREPARE: PREPARE_THREADS}
 CONNECTIONS = DB_THREADS + PREPARE_THREADS  # the most Postgres connections a container opens
