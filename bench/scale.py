@@ -256,6 +256,7 @@ def _figures(started: float, planner_s: float, monos: list[float], planned: dict
     latencies = sorted(m - started for m in monos)
     pass_s = latencies[-1] if latencies else float("nan")
     return {
+        "latencies": latencies,  # planner start to Meta's acceptance, per send (not reported)
         "workers": workers, "tenants": tenants, "sent": len(monos),
         "pass_s": pass_s, "planner_s": planner_s, "planned": planned,
         "tenants_per_s_per_worker": tenants / pass_s / workers if latencies else 0.0,
@@ -276,6 +277,18 @@ def idle_touched(tenants: list[dict]) -> int:
                                          "WHERE holder <> '00000000-0000-0000-0000-000000000000'"
                                          ).fetchone())
     return touched
+
+
+def due_to_send_p95(latencies: list[float], stretch: float = 1.0) -> float:
+    """p95 of (wait for the planner's next tick) + (planner start to Meta's acceptance): a lead
+    falls due at a uniformly random moment of the minute, and its send lands where the measured
+    pass put it (`stretch` scales the pass to a longer one). Sampled with a fixed seed."""
+    import random
+
+    rng = random.Random(16)  # noqa: S311 - a model, not crypto
+    samples = sorted(rng.uniform(0, SCHEDULE_SECONDS) + rng.choice(latencies) * stretch
+                     for _ in range(20_000))
+    return samples[int(0.95 * len(samples))]
 
 
 def template_concurrency() -> int:
@@ -316,7 +329,8 @@ def run(ctx: BenchContext) -> ScenarioResult:
     # two cores; in AWS each worker has its own vCPU), spread over the configured workers.
     per_tenant_s = one["pass_s"] / tenants
     pass_10k = 10_000 * per_tenant_s / concurrency + one["planner_s"] * 10_000 / tenants
-    p95_10k = SCHEDULE_SECONDS + pass_10k
+    p95_here = due_to_send_p95(most["latencies"])
+    p95_10k = due_to_send_p95(one["latencies"], pass_10k / one["pass_s"])
     cmd = command_for(NAME)
     result.rows += [
         Row(scenario=f"Dispatch pass, {tenants:,} tenants with due work: planner + 16 workers "
@@ -335,12 +349,12 @@ def run(ctx: BenchContext) -> ScenarioResult:
             project=secs(pass_10k), baseline="300 s (the old 5-minute schedule)",
             ratio=f"{pass_10k / 300:.2f}× the schedule", goal="inside 5 minutes",
             met=pass_10k <= 300, command=cmd),
-        Row(scenario="Due-to-send p95 (schedule wait up to 60 s + planner start to Meta)",
-            project=f"{SCHEDULE_SECONDS + most['latency_p95_s']:.0f} s at {tenants:,} tenants; "
-                    f"~{p95_10k:.0f} s at 10,000",
-            baseline="120 s", ratio=f"{(SCHEDULE_SECONDS + most['latency_p95_s']) / 120:.2f}×",
-            goal="under 2 minutes", met=SCHEDULE_SECONDS + most["latency_p95_s"] < 120
-            and p95_10k < 120, command=cmd),
+        Row(scenario="Due-to-send p95 (the wait for the minute's tick, then planner start to "
+                     "Meta's acceptance)",
+            project=f"{p95_here:.0f} s at {tenants:,} tenants (16 workers); ~{p95_10k:.0f} s "
+                    f"at 10,000 ({concurrency} workers)",
+            baseline="120 s", ratio=f"{max(p95_here, p95_10k) / 120:.2f}×",
+            goal="under 2 minutes", met=max(p95_here, p95_10k) < 120, command=cmd),
         Row(scenario=f"Idle tenants ({idle}) leased, decrypted or called across the three "
                      "fanned-out runs",
             project=str(touched), baseline=f"{baseline['idle_touched']} (one invocation)",
@@ -371,6 +385,8 @@ def run(ctx: BenchContext) -> ScenarioResult:
         f"- Idle tenants: {idle} tenants with a sender, a token and a rule but no lead due; "
         "none was queued, leased, decrypted or called (a worker's first write is the lease).",
     ]
+    for figures in (baseline, *runs):
+        figures.pop("latencies")
     result.data = {"baseline": baseline, "runs": runs, "idle_touched": touched,
                    "pass_10k_s": pass_10k, "p95_10k_s": p95_10k, "concurrency": concurrency}
     return result

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from pathlib import Path
 
 from devstack.queues import invoke, receive, settle
@@ -31,11 +30,9 @@ def main() -> int:
         return 0
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     while not stop.is_set():
-        event, url = receive(consumer)
-        if not event["Records"]:
-            time.sleep(0.05)  # the event source polls an empty queue
-            continue
-        settle(url, event, invoke(consumer, event))
+        event, url = receive(consumer, wait_seconds=1)  # the event source's long poll
+        if event["Records"]:
+            settle(url, event, invoke(consumer, event))
     return 0
 
 

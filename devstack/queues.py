@@ -49,13 +49,16 @@ def lambda_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, An
     } for m in messages]}
 
 
-def receive(consumer: QueueConsumer, max_messages: int | None = None) -> tuple[dict, str]:
-    """One batch as the event source would take it: (Lambda event, queue URL)."""
+def receive(consumer: QueueConsumer, max_messages: int | None = None,
+            wait_seconds: int = 0) -> tuple[dict, str]:
+    """One batch as the event source would take it: (Lambda event, queue URL). With
+    `wait_seconds`, a long poll, as the event source's pollers do."""
     sqs = _sqs()
     url = queue_url(consumer.queue)
     answer = sqs.receive_message(
         QueueUrl=url, MaxNumberOfMessages=min(10, max_messages or consumer.batch_size),
-        VisibilityTimeout=6 * consumer.timeout, AttributeNames=["All"], WaitTimeSeconds=0)
+        VisibilityTimeout=6 * consumer.timeout, AttributeNames=["All"],
+        WaitTimeSeconds=wait_seconds)
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
         "Attributes"]["QueueArn"]
     return lambda_event(answer.get("Messages", []), arn), url

@@ -50,7 +50,7 @@ from shared.hsm.tenant_run import (
 from shared.hsm.threads import container_threads
 from shared.platform.observability import logger, metrics
 
-CONCURRENT_TENANTS = 8  # numbers paced side by side; each has its own cap at Meta
+CONCURRENT_TENANTS = 10  # numbers paced side by side (a worker's whole batch); each has its own cap
 MIN_TENANT_SECONDS = 2.0  # don't start a tenant with less sending time than this
 
 
