@@ -127,7 +127,8 @@ rollback: $(STAMP)
 	$(PY) -m shared.platform.migrator rollback
 
 # Performance figures -> BENCHMARKS.md (about 10 minutes; not part of `make test`).
-# ONLY=<scenario>[,<scenario>] reruns some: cold_start wizard token_refresh hsm_dispatch api_load kms
+# ONLY=<scenario>[,<scenario>] reruns some: cold_start wizard token_refresh hsm_dispatch scale
+# api_load kms
 bench: $(STAMP)
 	$(PY) -m bench $(if $(ONLY),--only $(ONLY))
 

@@ -1,16 +1,15 @@
 """Demo step: the ad account wizard, connecting one account, its campaign sync, and the stats.
 
-The sync runs as EventBridge would run it: the connect call puts `MetaAdAccountConnected` on the
-bus; here the campaign_sync handler is invoked with that event (the local stack has no rule
-targets), then the CRM's marketing screens are read as a member.
+The sync runs as AWS runs it: the connect call puts `MetaAdAccountConnected` on the bus, the
+template's rule (created in moto) turns it into a message on the campaign-sync queue, and the
+queue is delivered to the campaign_sync worker; then the CRM's marketing screens are read as a
+member.
 """
 
 from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
-
-from devstack.dev_routes import account_connected_event, invoke_function
 
 DEMO_ACCOUNT_NAME = "Ventas Demo 01"  # the seeded account with 30 campaigns (sandbox/ads.py)
 
@@ -38,6 +37,28 @@ def _ensure_connected(ctx) -> str:
                          data_access_expires_at=datetime.now(UTC) + timedelta(days=89),
                          meta_user_id="10001", scopes=list(DEFAULT_SCOPES))
     return "OAuth step did not connect; stored a sandbox token for Ana Demo instead"
+
+
+def _synced(tenant_id: str, account_id: str) -> tuple[dict, int]:
+    from shared.platform.db import tenant_tx
+
+    with tenant_tx(tenant_id) as conn:
+        account = conn.execute("SELECT * FROM tenant_meta_accounts WHERE account_id = %s",
+                               (account_id,)).fetchone()
+        rows = conn.execute("SELECT count(*) AS n FROM meta_ads_insights WHERE account_id = %s",
+                            (account_id,)).fetchone()["n"]
+    return account, rows
+
+
+def _requeue_connected(tenant_id: str, account_id: str) -> None:
+    """The message AccountConnectedRule wrote, sent once more."""
+    import json
+
+    from devstack.queues import queue_url
+    from shared.platform.aws import client
+
+    client("sqs").send_message(QueueUrl=queue_url("CampaignSyncQueue"), MessageBody=json.dumps(
+        {"tenant_id": tenant_id, "account_id": account_id, "reason": "connected"}))
 
 
 def _crm_leads(ctx, campaign_ids: list[str]) -> int:
@@ -88,18 +109,22 @@ def run(ctx) -> None:
             f"status {response.status_code}: {body}\n"
             "  event MetaAdAccountConnected put on the bus for the campaign sync")
 
-    # 3. The campaign sync, invoked with the event the rule routes to it.
-    result = invoke_function("campaign_sync", account_connected_event(ctx.tenant_id,
-                                                                      body["account_id"]))
-    ctx.say("Ads: campaign_sync (EventBridge: MetaAdAccountConnected)",
-            f"outcome {result['outcome']}: {result['campaigns']} campaigns, "
-            f"{result['insight_rows']} daily insight rows {result['since']}..{result['until']}, "
-            f"{result['graph_requests']} Graph requests, {result['duration_ms']} ms")
-    again = invoke_function("campaign_sync", account_connected_event(ctx.tenant_id,
-                                                                     body["account_id"]))
-    ctx.more("...and again (idempotent, lookback only)",
-            f"outcome {again['outcome']}: window {again['since']}..{again['until']}, "
-            f"{again['insights_inserted']} new rows, {again['insights_changed']} changed")
+    # The campaign sync: the event's rule puts the account on CampaignSyncQueue, and Lambda's SQS
+    # event source hands it to the sync worker (devstack.queues does that part locally).
+    from devstack.queues import deliver_all
+
+    delivered = deliver_all(queues={"CampaignSyncQueue"})["CampaignSyncQueue"]
+    account, rows = _synced(ctx.tenant_id, body["account_id"])
+    ctx.say("Ads: campaign_sync (EventBridge rule -> CampaignSyncQueue -> worker)",
+            f"{delivered} message(s); outcome {account['last_sync_outcome']}: "
+            f"{account['campaigns_synced']} campaigns, {rows} daily insight rows up to "
+            f"{account['last_synced_date']}")
+    _requeue_connected(ctx.tenant_id, body["account_id"])
+    deliver_all(queues={"CampaignSyncQueue"})
+    _, again = _synced(ctx.tenant_id, body["account_id"])
+    ctx.more("...and the same message delivered again (SQS delivers at least once)",
+             f"{again - rows} new daily rows: the rerun reads only the lookback window and "
+             "upserts")
 
     # 4. The CRM's marketing screens (member).
     campaigns = ctx.http.get("/crm/marketing/campaigns", headers=ctx.headers("member")).json()

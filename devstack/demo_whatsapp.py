@@ -60,8 +60,19 @@ def _add_leads(ctx) -> None:
              for name, phone, hours, opted_out, contacted in LEADS])
 
 
-def _dispatch() -> dict:
-    return invoke_function("hsm_dispatch", SCHEDULED_EVENT)
+def _dispatch(ctx) -> str:
+    """A tick as AWS runs it: the planner queues each tenant with due work, then Lambda's SQS
+    event source hands the messages to the workers (devstack.queues)."""
+    from devstack.queues import deliver_all
+    from sandbox.whatsapp_send import SendControl
+
+    planned = invoke_function("hsm_dispatch", SCHEDULED_EVENT)
+    delivered = deliver_all(queues={"HsmDispatchQueue"})["HsmDispatchQueue"]
+    control = SendControl(ctx.stack.sandbox.url)
+    accepted = control.stats(PHONE_NUMBER_ID)["sent"]
+    control.close()
+    return (f"  planner: {planned}\n  workers: {delivered} message(s) taken off "
+            f"HsmDispatchQueue; Meta has accepted {accepted} messages")
 
 
 def _logs(ctx) -> list[dict]:
@@ -124,9 +135,8 @@ def run(ctx) -> None:
     control.configure_webhooks(url=f"{ctx.stack.api_url}/crm/webhooks/meta", enabled=True,
                                numbers=[PHONE_NUMBER_ID], statuses=["sent", "delivered", "read"])
     try:
-        summary = _dispatch()
-        ctx.say("WhatsApp: hsm_dispatch, scheduled event (every 5 minutes in AWS)",
-                f"  summary: {summary}")
+        ctx.say("WhatsApp: hsm_dispatch (the planner, every minute in AWS) and hsm_worker",
+                _dispatch(ctx))
         # Meta reports sent, delivered and read through signed webhooks, a moment later.
         end = time.monotonic() + 15
         logs = _logs(ctx)
@@ -147,5 +157,4 @@ def run(ctx) -> None:
               f"{stats['distinct_recipients']} people; most in any second: "
               f"{stats['max_in_any_second']} (cap {stats['max_per_second']}).")
 
-    again = _dispatch()
-    ctx.say("WhatsApp: hsm_dispatch again", f"  summary: {again} (nobody is messaged twice)")
+    ctx.say("WhatsApp: hsm_dispatch again", _dispatch(ctx) + " (nobody is messaged twice)")

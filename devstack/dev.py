@@ -22,6 +22,7 @@ import warnings
 
 from devstack.dev_config import ConfigError, DevConfig, check_database, from_environment
 from devstack.dev_routes import DEMO_TENANT, DevRoutes, demo_campaign_ids, seed_tenant
+from devstack.queues import QueuePump
 from devstack.stack import LocalStack
 from sandbox.whatsapp_send import SendControl
 
@@ -127,15 +128,20 @@ def main() -> int:
         print(f"The local stack did not start ({type(exc).__name__}: {reason[:300]}); "
               "nothing is left running.", file=sys.stderr, flush=True)
         return 1
+    # Lambda's SQS event sources: queued work (a connected account's sync, the dispatch
+    # workers' tenants) reaches its function within a second, as in AWS.
+    pump = QueuePump()
     try:
         if not stop.is_set():
             seeded = seed_tenant(DEMO_TENANT, demo_campaign_ids(stack.sandbox))
             deliver_status_webhooks(stack)
+            pump.start()
             print(banner(stack, seeded), flush=True)
         while not stop.wait(0.5):
             pass
         print("\nStopping the local stack...", flush=True)
     finally:
+        pump.stop()
         stack.stop()
     print("Stopped: no local services are left running.", flush=True)
     return 0

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from devstack import aws_local, openapi
+from devstack import aws_local, openapi, template
 from devstack.cors import CorsPolicy
 from devstack.local_api import LocalApi, ServerThread
 from devstack.postgres import LocalDatabase, provision
@@ -25,11 +25,13 @@ VERIFY_TOKEN = "local-verify-token"
 def reset_caches() -> None:
     """Forget cached settings, clients and connections after the environment changed."""
     from shared.ads import stats
+    from shared.hsm import threads
     from shared.platform import aws, db, settings
 
     settings.get_settings.cache_clear()
     aws.reset_clients()
     db.reset_connection()
+    threads.close_container_threads()  # their connections belong to the previous database
     stats.forget_answers()  # a new database starts its data versions again
     try:
         from shared.platform import crypto
@@ -42,8 +44,15 @@ def reset_caches() -> None:
 def local_env(*, aws_endpoint: str, sandbox_url: str, api_url: str, frontend_url: str,
               database: LocalDatabase, tables: dict[str, str]) -> dict[str, str]:
     """The variables a function sees on the local stack (the template's, pointed at moto, the
-    sandbox and the local database); creates the stack's KMS key and event bus in moto."""
+    sandbox and the local database); creates the stack's KMS key, event bus, work queues and
+    the rules that feed them in moto."""
+    bus = aws_local.create_event_bus(aws_endpoint)
+    queues = aws_local.create_queues(aws_endpoint)
+    aws_local.create_queue_rules(aws_endpoint, bus, queues)
+    queue_env = {var: queues[logical] for var, logical in
+                 template.global_env_refs("AWS::SQS::Queue").items()}
     return {
+        **queue_env,
         "AWS_ENDPOINT_URL": aws_endpoint,
         "AWS_DEFAULT_REGION": aws_local.REGION,
         "AWS_REGION": aws_local.REGION,
@@ -64,7 +73,7 @@ def local_env(*, aws_endpoint: str, sandbox_url: str, api_url: str, frontend_url
         "OAUTH_STATE_TABLE": tables["OAuthStateTable"],
         "IDEMPOTENCY_TABLE": tables["IdempotencyTable"],
         "TOKEN_KMS_KEY_ID": aws_local.create_key(aws_endpoint),
-        "EVENT_BUS_NAME": aws_local.create_event_bus(aws_endpoint),
+        "EVENT_BUS_NAME": bus,
     }
 
 

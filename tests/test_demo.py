@@ -21,7 +21,11 @@ def test_the_demo_runs_every_step_and_sends_each_lead_once(stack):
                  "POST /crm/marketing/connect", "GET /crm/marketing/stats",
                  "hsm_dispatch again", "Demo finished"):
         assert step in out, step
-    assert "'sent': 0" in out.split("hsm_dispatch again", 1)[1]  # nobody is messaged twice
+    # The second tick finds nothing due, and Meta has exactly the messages of the first.
+    again = out.split("hsm_dispatch again", 1)[1]
+    assert "'tenants_queued': 0" in again
+    accepted = re.search(r"Meta \(sandbox\) accepted (\d+) messages", out).group(1)
+    assert int(accepted) > 0 and f"Meta has accepted {accepted} messages" in again
     assert '"level":' not in out and '"_aws"' not in out  # JSON logs go to .cache/local/demo.log
     assert '"level":' in (ROOT / ".cache" / "local" / "demo.log").read_text()
 
@@ -41,8 +45,9 @@ def test_the_demo_runs_every_step_and_sends_each_lead_once(stack):
     lines = [json.loads(line) for line in (ROOT / ".cache" / "local" / "demo.log").read_text()
              .splitlines() if line.startswith("{")]
     named = {line["message"]: line.get("function_name") for line in lines
-             if line.get("message") in ("hsm_dispatch_finished", "webhook_processed",
-                                        "token_refresh_run")}
-    assert named == {"hsm_dispatch_finished": "HsmDispatchFunction",
+             if line.get("message") in ("hsm_dispatch_planned", "hsm_worker_finished",
+                                        "webhook_processed", "token_refresh_run")}
+    assert named == {"hsm_dispatch_planned": "HsmDispatchFunction",
+                     "hsm_worker_finished": "HsmWorkerFunction",
                      "webhook_processed": "MetaWebhookFunction",
                      "token_refresh_run": "TokenRefreshFunction"}
