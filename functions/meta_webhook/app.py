@@ -35,4 +35,5 @@ def receive():
 
 @entrypoint
 def lambda_handler(event: dict, context) -> dict:
-    return http_response(app, event, context)
+    # The body is read by `receive` itself, after its signature over the raw bytes is checked.
+    return http_response(app, event, context, read_body=False)
