@@ -1,4 +1,5 @@
-"""Writes the Meta webhook makes, each inside the owning tenant's transaction (RLS holds).
+"""Writes the Meta webhook makes, each inside the owning tenant's transaction (RLS holds, and every
+statement names that tenant itself too: `app_current_tenant()`).
 
 Every statement is idempotent and monotonic, decided by the database on the locked row, so
 duplicates, retries, out-of-order batches and concurrent deliveries all end in the same state:
@@ -23,7 +24,8 @@ WHATSAPP_OPT_OUT_SOURCES = [OPT_OUT_PREFERENCES, OPT_OUT_KEYWORD, OPT_OUT_131050
 
 STATUS_RANK = {"SENT": 1, "DELIVERED": 2, "READ": 3}
 
-_MATCH = "(wamid = %(wamid)s OR (wamid IS NULL AND id = %(log_id)s))"
+_MATCH = ("tenant_id = app_current_tenant()"
+          " AND (wamid = %(wamid)s OR (wamid IS NULL AND id = %(log_id)s))")
 # Setting a wamid found by log id must never collide with the unique index (one row per wamid).
 _WAMID = ("COALESCE(wamid, CASE WHEN NOT EXISTS (SELECT 1 FROM automation_logs x "
           "WHERE x.wamid = %(wamid)s) THEN %(wamid)s END)")
@@ -59,8 +61,8 @@ def lock_logs(conn: psycopg.Connection, matches: list[tuple[str, str | None]]) -
     if not matches:
         return
     conn.execute(
-        "SELECT 1 FROM automation_logs WHERE wamid = ANY(%s) "
-        "OR (wamid IS NULL AND id = ANY(%s::uuid[])) ORDER BY id FOR UPDATE",
+        "SELECT 1 FROM automation_logs WHERE tenant_id = app_current_tenant() AND (wamid = ANY(%s)"
+        " OR (wamid IS NULL AND id = ANY(%s::uuid[]))) ORDER BY id FOR UPDATE",
         ([wamid for wamid, _ in matches], [log_id for _, log_id in matches if log_id]),
     )
 
@@ -93,7 +95,7 @@ def apply_template_status(conn: psycopg.Connection, *, waba_id: str, template_id
         """
         UPDATE meta_templates SET status = %(status)s, rejection_reason = %(reason)s,
             status_changed_at = %(at)s
-        WHERE waba_id = %(waba)s
+        WHERE tenant_id = app_current_tenant() AND waba_id = %(waba)s
           AND (template_id = %(id)s OR (name = %(name)s AND language = %(language)s))
           AND (status_changed_at IS NULL OR status_changed_at <= %(at)s)
         """,
@@ -105,8 +107,8 @@ def apply_template_status(conn: psycopg.Connection, *, waba_id: str, template_id
 
 def mark_templates_stale(conn: psycopg.Connection, waba_id: str) -> None:
     """The next ensure_fresh_templates re-reads every page (e.g. a template new to us)."""
-    conn.execute("UPDATE whatsapp_senders SET templates_synced_at = NULL WHERE waba_id = %s",
-                 (waba_id,))
+    conn.execute("UPDATE whatsapp_senders SET templates_synced_at = NULL"
+                 " WHERE tenant_id = app_current_tenant() AND waba_id = %s", (waba_id,))
 
 
 def opt_out_phone(conn: psycopg.Connection, phone: str, source: str, at: datetime) -> int:
@@ -119,7 +121,7 @@ def opt_out_phone(conn: psycopg.Connection, phone: str, source: str, at: datetim
                 AND NOT COALESCE(whatsapp_opt_out_source = ANY(%(sources)s), false)
                 THEN whatsapp_opt_out_source ELSE %(source)s END,
             whatsapp_opt_out_changed_at = %(at)s
-        WHERE phone = %(phone)s
+        WHERE tenant_id = app_current_tenant() AND phone = %(phone)s
           AND (whatsapp_opt_out_changed_at IS NULL OR whatsapp_opt_out_changed_at <= %(at)s)
         """,
         {"phone": phone, "source": source, "at": at, "sources": WHATSAPP_OPT_OUT_SOURCES},
@@ -133,7 +135,7 @@ def opt_out_lead(conn: psycopg.Connection, lead_id: str, source: str, at: dateti
         UPDATE leads SET whatsapp_opt_out = true,
             whatsapp_opt_out_source = COALESCE(whatsapp_opt_out_source, %(source)s),
             whatsapp_opt_out_changed_at = GREATEST(whatsapp_opt_out_changed_at, %(at)s)
-        WHERE id = %(lead_id)s AND NOT whatsapp_opt_out
+        WHERE tenant_id = app_current_tenant() AND id = %(lead_id)s AND NOT whatsapp_opt_out
         """,
         {"lead_id": lead_id, "source": source, "at": at},
     )
@@ -147,7 +149,7 @@ def opt_in_phone(conn: psycopg.Connection, phone: str, at: datetime) -> int:
         """
         UPDATE leads SET whatsapp_opt_out = false, whatsapp_opt_out_source = NULL,
             whatsapp_opt_out_changed_at = %(at)s
-        WHERE phone = %(phone)s
+        WHERE tenant_id = app_current_tenant() AND phone = %(phone)s
           AND (whatsapp_opt_out_changed_at IS NULL OR whatsapp_opt_out_changed_at <= %(at)s)
           AND (NOT whatsapp_opt_out OR whatsapp_opt_out_source = ANY(%(sources)s))
         """,
