@@ -30,7 +30,7 @@ def receive():
     webhook.check_size(raw)
     webhook.check_signature(raw, webhook.header(event, webhook.SIGNATURE_HEADER),
                                  get_settings().app_secret())
-    return {"received": webhook.process(webhook.parse(raw))}
+    return {"received": webhook.receive(raw)}
 
 
 @entrypoint

@@ -349,14 +349,35 @@ def _apply_once(tenant_id: str, work: TenantWork, counts: Counter) -> None:
             counts["opt_ins"] += store.opt_in_phone(conn, phone, at)
 
 
+SUMMARY_KEYS = ("statuses", "statuses_unmatched", "template_changes", "templates", "opt_outs",
+                "opt_ins", "unknown_number", "ignored", "duplicate")
+
+
+def receive(raw: bytes) -> dict[str, int]:
+    """A signed delivery: applied once. Meta retries a delivery it did not see answered with 200
+    (and a captured one could be replayed): a body already applied is answered without being
+    applied again. It is remembered only once every tenant's part is applied, so a delivery
+    that failed half-way is applied in full by Meta's retry (every write is idempotent)."""
+    payload = parse(raw)
+    digest = hashlib.sha256(raw).digest()
+    with system_tx() as conn:
+        seen = store.delivery_seen(conn, digest)
+    if seen:
+        metrics.add_metric(name="WebhookDuplicates", unit="Count", value=1)
+        logger.info("webhook_duplicate")
+        return {key: int(key == "duplicate") for key in SUMMARY_KEYS}
+    summary = process(payload)
+    with system_tx() as conn:
+        store.remember_delivery(conn, digest)
+    return summary
+
+
 def process(payload: dict[str, Any]) -> dict[str, int]:
     counts: Counter = Counter()
     work = collect(payload, _Tenants(), counts)
     for tenant_id, tenant_work in work.items():
         apply(tenant_id, tenant_work, counts)
-    summary = {key: counts.get(key, 0) for key in
-               ("statuses", "statuses_unmatched", "template_changes", "templates", "opt_outs",
-                "opt_ins", "unknown_number", "ignored")}
+    summary = {key: counts.get(key, 0) for key in SUMMARY_KEYS}
     metrics.add_metric(name="WebhookStatusesApplied", unit="Count", value=summary["statuses"])
     logger.info("webhook_processed", extra={"tenants": len(work), **summary})
     return summary

@@ -4,8 +4,11 @@ statement names that tenant itself too: `app_current_tenant()`).
 Every statement is idempotent and monotonic, decided by the database on the locked row, so
 duplicates, retries, out-of-order batches and concurrent deliveries all end in the same state:
 - a delivery status only moves forward: PENDING/UNKNOWN < SENT < DELIVERED < READ;
-- FAILED is terminal: it wins whatever arrived before it and nothing moves it afterwards, so
-  the end state does not depend on the order Meta delivers a message's statuses in;
+- between a failure and a delivery (or read), the later by Meta's timestamp is the status, a tie
+  going to the failure: a FAILED older than the DELIVERED or READ already stored changes nothing
+  (Meta retries for days, so an old FAILED can arrive last), and a DELIVERED or READ newer than
+  a stored failure replaces it and its error. Delivery times are recorded either way, so the end
+  state does not depend on the order Meta delivers a message's statuses in;
 - a template's status changes only for an event at least as new as the last change;
 - an opt-out change applies only when newer than the lead's last one.
 """
@@ -30,9 +33,13 @@ _MATCH = ("tenant_id = app_current_tenant()"
 _WAMID = ("COALESCE(wamid, CASE WHEN NOT EXISTS (SELECT 1 FROM automation_logs x "
           "WHERE x.wamid = %(wamid)s) THEN %(wamid)s END)")
 
+# A delivery or read strictly newer than the stored failure supersedes it.
+_SUPERSEDES_FAILURE = "(status = 'FAILED' AND %(rank)s >= 2 AND %(at)s > failed_at)"
+
 _ADVANCE = f"""
     UPDATE automation_logs SET
-        status = CASE WHEN %(rank)s > (CASE status WHEN 'SENT' THEN 1 WHEN 'DELIVERED' THEN 2
+        status = CASE WHEN status = 'FAILED' AND NOT {_SUPERSEDES_FAILURE} THEN status
+                      WHEN %(rank)s > (CASE status WHEN 'SENT' THEN 1 WHEN 'DELIVERED' THEN 2
                                                     WHEN 'READ' THEN 3 ELSE 0 END)
                       THEN %(status)s ELSE status END,
         wamid = {_WAMID},
@@ -40,8 +47,11 @@ _ADVANCE = f"""
         delivered_at = CASE WHEN %(rank)s >= 2 THEN COALESCE(delivered_at, %(at)s)
                             ELSE delivered_at END,
         read_at = CASE WHEN %(rank)s >= 3 THEN COALESCE(read_at, %(at)s) ELSE read_at END,
+        failed_at = CASE WHEN {_SUPERSEDES_FAILURE} THEN NULL ELSE failed_at END,
+        error_code = CASE WHEN {_SUPERSEDES_FAILURE} THEN NULL ELSE error_code END,
+        error_message = CASE WHEN {_SUPERSEDES_FAILURE} THEN NULL ELSE error_message END,
         updated_at = now()
-    WHERE {_MATCH} AND status IN ('PENDING', 'UNKNOWN', 'SENT', 'DELIVERED', 'READ')
+    WHERE {_MATCH} AND status IN ('PENDING', 'UNKNOWN', 'SENT', 'DELIVERED', 'READ', 'FAILED')
     RETURNING id
 """  # noqa: S608 - constant fragments only
 
@@ -50,6 +60,7 @@ _FAIL = f"""
         status = 'FAILED', wamid = {_WAMID}, failed_at = COALESCE(failed_at, %(at)s),
         error_code = %(code)s, error_message = %(message)s, updated_at = now()
     WHERE {_MATCH} AND status IN ('PENDING', 'UNKNOWN', 'SENT', 'DELIVERED', 'READ')
+      AND %(at)s >= COALESCE(GREATEST(delivered_at, read_at), '-infinity')
     RETURNING id, lead_id
 """  # noqa: S608 - constant fragments only
 
@@ -77,7 +88,8 @@ def apply_delivery(conn: psycopg.Connection, *, wamid: str, log_id: str | None, 
 
 def apply_failure(conn: psycopg.Connection, *, wamid: str, log_id: str | None, at: datetime,
                   code: str | None, message: str | None) -> str | None:
-    """failed: final. Returns the lead id when this call failed the row, else None."""
+    """failed, unless a delivery or read newer than it is stored. Returns the lead id when
+    this call failed the row, else None."""
     row = conn.execute(_FAIL, {"wamid": wamid, "log_id": log_id, "at": at, "code": code,
                                "message": message}).fetchone()
     return str(row["lead_id"]) if row else None
@@ -156,3 +168,26 @@ def opt_in_phone(conn: psycopg.Connection, phone: str, at: datetime) -> int:
         {"phone": phone, "at": at, "sources": WHATSAPP_OPT_OUT_SOURCES},
     )
     return cur.rowcount
+
+
+# -- deliveries already applied (migrations/0010): no tenant, so no tenant transaction ----------
+# Meta retries a delivery for up to 7 days (META_API.md §9); a day more covers its clock.
+DELIVERY_MEMORY = "8 days"
+
+
+def delivery_seen(conn: psycopg.Connection, body_sha256: bytes) -> bool:
+    return conn.execute("SELECT 1 FROM webhook_deliveries WHERE body_sha256 = %s",
+                        (body_sha256,)).fetchone() is not None
+
+
+def remember_delivery(conn: psycopg.Connection, body_sha256: bytes) -> None:
+    """Record an applied delivery, and forget a batch of those older than any retry."""
+    conn.execute(
+        f"""
+        WITH forgotten AS (
+            DELETE FROM webhook_deliveries WHERE body_sha256 IN (
+                SELECT body_sha256 FROM webhook_deliveries
+                WHERE received_at < now() - interval '{DELIVERY_MEMORY}' LIMIT 500))
+        INSERT INTO webhook_deliveries (body_sha256) VALUES (%s) ON CONFLICT DO NOTHING
+        """,  # noqa: S608 - a constant interval
+        (body_sha256,))
