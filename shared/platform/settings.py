@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     token_refresh_recheck_hours: float = Field(default=24.0, gt=0, le=240)
     token_refresh_concurrency: int = Field(default=64, ge=1, le=200)
 
+    # Per-tenant budget of routes that call Meta on a click (shared/connection/budget.py): a
+    # burst, then a steady rate. A person clicking through the wizard and the connects needs a
+    # few; one tenant hammering them must not use up the app's Meta rate limit for every tenant.
+    meta_budget_burst: int = Field(default=10, ge=1, le=1000)
+    meta_budget_per_minute: float = Field(default=6.0, gt=0, le=6000)
+
     tenant_claim: str = "custom:tenant_id"
     role_claim: str = "custom:role"
     admin_role: str = "admin"
