@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     meta_graph_url: str = "https://graph.facebook.com"
     meta_dialog_url: str = "https://www.facebook.com"
     meta_verify_token: SecretStr | None = None
+    meta_verify_token_arn: str | None = None
     meta_scopes: str = ",".join(DEFAULT_SCOPES)
     meta_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
 
@@ -104,6 +105,18 @@ class Settings(BaseSettings):
 
             return parameters.get_secret(self.meta_app_secret_arn, max_age=300)
         raise RuntimeError("META_APP_SECRET or META_APP_SECRET_ARN must be set")
+
+    def verify_token(self) -> str | None:
+        """The webhook verify token: from the environment locally, from Secrets Manager in AWS
+        (read at run time like the app secret, so it never sits in the function's
+        configuration). None when neither is set: every handshake is refused."""
+        if self.meta_verify_token is not None:
+            return self.meta_verify_token.get_secret_value()
+        if self.meta_verify_token_arn:
+            from aws_lambda_powertools.utilities import parameters
+
+            return parameters.get_secret(self.meta_verify_token_arn, max_age=300)
+        return None
 
     def database_dsn(self) -> str:
         """The application role's DSN (no BYPASSRLS)."""
