@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from shared.connection import budget, credentials
+from shared.connection.health import TOKEN_UNDECRYPTABLE
 from shared.meta.errors import MetaError, MetaTokenInvalid, MetaTransient
 from shared.meta.errors import MetaRateLimited as GraphRateLimited
 from shared.platform.db import tenant_tx
@@ -43,6 +44,22 @@ def load_usable_credential(tenant_id: str, *, spend_budget: bool = False
     return stored
 
 
+def usable_token(stored: credentials.StoredCredential) -> str:
+    """The decrypted token. A ciphertext that does not open under its own row (copied from
+    another tenant's or another credential's row, or altered) can never work again: the
+    connection is marked needs_reconnect and the caller gets MetaReconnectRequired (409), not
+    a 500."""
+    from shared.platform.crypto import TokenDecryptError  # loaded by token() anyway
+
+    try:
+        return stored.token()
+    except TokenDecryptError:
+        with tenant_tx(stored.tenant_id) as conn:
+            credentials.mark_needs_reconnect(conn, TOKEN_UNDECRYPTABLE)
+        logger.error("meta_token_undecryptable", extra={"tenant_id": stored.tenant_id})
+        raise MetaReconnectRequired() from None
+
+
 def record_token_invalid(tenant_id: str, error: MetaError) -> None:
     """Meta says the token is dead: remember it so every screen shows 'reconnect'."""
     with tenant_tx(tenant_id) as conn:
@@ -64,7 +81,7 @@ def tenant_graph(tenant_id: str, deadline: float | None = None, *,
     from shared.meta.graph import GraphClient
 
     try:
-        with GraphClient.for_token(stored.token(), deadline=deadline) as graph:
+        with GraphClient.for_token(usable_token(stored), deadline=deadline) as graph:
             yield graph
     except MetaTokenInvalid as exc:
         record_token_invalid(tenant_id, exc)

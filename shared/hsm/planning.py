@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.connection import credentials
-from shared.connection.session import record_token_invalid
+from shared.connection.session import record_token_invalid, usable_token
 from shared.hsm import claims
 from shared.hsm.claims import Rule
 from shared.meta.errors import MetaError, MetaTokenInvalid
 from shared.platform.db import tenant_tx
-from shared.platform.errors import AppError
+from shared.platform.errors import AppError, MetaReconnectRequired
 from shared.platform.observability import logger, metrics
 from shared.whatsapp import senders, templates_store
 from shared.whatsapp.templates import (
@@ -117,7 +117,11 @@ def _prepare_leased(tenant_id: str, run_id: uuid.UUID, deadline: float) -> Tenan
                                                               "reason": reason})
         _release_lease(tenant_id, run_id)
         return None
-    token = stored.token()
+    try:
+        token = usable_token(stored)  # marks the connection when its ciphertext is unusable
+    except MetaReconnectRequired:
+        _release_lease(tenant_id, run_id)
+        return None
     # httpx and the Graph client are imported once a tenant has something to send: a run over
     # tenants without rules, sender or token never loads them (cold start).
     from shared.meta.graph import GraphClient
