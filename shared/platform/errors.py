@@ -86,6 +86,15 @@ class BadRequest(AppError):
     status, code, default_message = 400, "bad_request", "The request could not be read."
 
 
+class WhatsAppNumberUnavailable(AppError):
+    """The number cannot be this tenant's sender. Says nothing of why: the reason is that another
+    tenant holds it, and one tenant must not learn anything about another."""
+
+    status, code = 409, "whatsapp_number_unavailable"
+    default_message = ("This WhatsApp number cannot be connected to this account. If it should "
+                       "be, contact support.")
+
+
 class WhatsAppNotConnected(AppError):
     status, code = 409, "whatsapp_not_connected"
     default_message = "Connect a WhatsApp sender first."
