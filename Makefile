@@ -1,5 +1,6 @@
 # The one entry point. Every target installs what it needs into .venv (and .cache/tools for the
 # template checkers, whose pinned boto3 differs from ours) on a fresh machine with Python 3.11+.
+# Another Python: make PYTHON=python3.12 demo (a .venv of another version is then rebuilt).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,18 +9,44 @@ STAMP := $(VENV)/.installed
 TOOLS_STAMP := $(TOOLS)/.installed
 CHECKOV := .cache/checkov
 CHECKOV_STAMP := $(CHECKOV)/.installed
+DOCS_UI := .cache/docs-ui
+DOCS_UI_STAMP := $(DOCS_UI)/.installed
 SAM := SAM_CLI_TELEMETRY=0 $(TOOLS)/bin/sam
 ENV ?= default
 
-.PHONY: install tools demo dev test lint format template-check build-check unit migrate rollback bench build deploy smoke rollback-deploy clean
+.PHONY: install tools demo dev test lint format template-check build-check unit migrate rollback bench build deploy smoke rollback-deploy clean openapi
 
+# Before anything: a .venv whose Python is gone, or of another version than an explicit PYTHON
+# asks for, is removed (and rebuilt below) instead of failing every target the same way.
+ifeq ($(filter clean,$(MAKECMDGOALS)),)
+VENV_NOTE := $(shell command -v $(PYTHON) >/dev/null 2>&1 || { echo "PYTHON=$(PYTHON) is not \
+	installed here; pick one, e.g. make PYTHON=python3.12 demo"; exit 3; }; \
+	$(PYTHON) devstack/venv_check.py "$(VENV)" "$(PYTHON)" "$(origin PYTHON)" 2>&1)
+ifneq ($(.SHELLSTATUS),0)
+$(error $(VENV_NOTE))
+endif
+ifneq ($(VENV_NOTE),)
+$(info $(VENV_NOTE))
+endif
+endif
+
+# Not editable: the project's own code runs from the repository root and is never installed
+# (pyproject.toml: packages = []); only its dependencies are.
 $(STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# The API reference's renderer for /docs (devstack/api_docs.py): Swagger UI's static files from
+# a pinned, hash-checked PyPI package, unpacked without its dependencies (never imported).
+$(DOCS_UI_STAMP): docs-ui-requirements.txt $(STAMP)
+	rm -rf $(DOCS_UI)
+	$(PY) -m pip install -q --no-deps --require-hashes --target $(DOCS_UI) \
+		-r docs-ui-requirements.txt
+	touch $(DOCS_UI_STAMP)
+
+install: $(STAMP) $(DOCS_UI_STAMP)
 
 $(TOOLS_STAMP): tools-requirements.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -39,14 +66,19 @@ $(CHECKOV_STAMP): checkov-requirements.txt
 demo: $(STAMP)
 	$(PY) -m devstack.demo
 
-dev: $(STAMP)
+# CORS_ORIGIN=http://localhost:5173 make dev: your frontend's origin (docs/LOCAL_DEV.md).
+dev: $(STAMP) $(DOCS_UI_STAMP)
 	$(PY) -m devstack.dev
+
+# docs/openapi.json from the code (devstack/openapi.py); commit it with the change.
+openapi: $(STAMP)
+	$(PY) -m devstack.openapi
 
 # The browser end-to-end tests alone (also part of `make test`). They drive Debian's Chromium
 # at /usr/bin/chromium (apt-get install chromium), never a downloaded browser, and are skipped
 # when it is missing. Screenshots of failures land in test-results/.
 .PHONY: e2e
-e2e: $(STAMP)
+e2e: $(STAMP) $(DOCS_UI_STAMP)
 	$(VENV)/bin/pytest -q tests/e2e
 
 lint: $(STAMP)
@@ -83,7 +115,7 @@ build-check: $(TOOLS_STAMP) $(STAMP)
 		echo "arm64 python3.12 wheels resolved for every runtime dependency"; \
 	fi
 
-unit: $(STAMP)
+unit: $(STAMP) $(DOCS_UI_STAMP)
 	$(VENV)/bin/pytest -q
 
 test: lint template-check unit
@@ -95,7 +127,8 @@ rollback: $(STAMP)
 	$(PY) -m shared.platform.migrator rollback
 
 # Performance figures -> BENCHMARKS.md (about 10 minutes; not part of `make test`).
-# ONLY=<scenario>[,<scenario>] reruns some: cold_start wizard token_refresh hsm_dispatch api_load kms
+# ONLY=<scenario>[,<scenario>] reruns some: cold_start wizard token_refresh hsm_dispatch scale
+# api_load kms
 bench: $(STAMP)
 	$(PY) -m bench $(if $(ONLY),--only $(ONLY))
 

@@ -21,11 +21,13 @@ SCENARIOS = {
     "wizard": "Ad-account wizard: 20 businesses at 100 ms Graph latency",
     "token_refresh": "Token refresh: 2,000 expiring tokens at 100 ms latency",
     "hsm_dispatch": "HSM dispatch: 5,000 leads at 150 ms send latency",
+    "scale": "Dispatch at scale: 1,000 tenants, planner and 1/4/16 SQS workers",
     "api_load": "API under load: 100 users for 60 s",
     "kms": "KMS calls per 1,000 decrypts (one tenant, one warm container)",
 }
 # Cheap and independent scenarios first, so a failure late in the run costs the least.
-RUN_ORDER = ["kms", "cold_start", "wizard", "token_refresh", "hsm_dispatch", "api_load"]
+RUN_ORDER = ["kms", "cold_start", "wizard", "token_refresh", "hsm_dispatch", "scale",
+             "api_load"]
 
 
 def main(argv: list[str] | None = None) -> int:

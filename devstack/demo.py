@@ -31,12 +31,21 @@ class DemoContext:
     http: httpx.Client
     tenant_id: str = field(default_factory=lambda: f"demo-{uuid.uuid4().hex[:6]}")
     data: dict = field(default_factory=dict)
+    steps: int = 0
 
     def headers(self, role: str = "admin") -> dict[str, str]:
         return {"Authorization": f"Bearer {jwt_tokens.sign(self.tenant_id, role=role)}"}
 
     def say(self, title: str, detail: str = "") -> None:
-        say(f"\n== {title}")
+        """One step of the demo, numbered in order across every area's module."""
+        self.steps += 1
+        say(f"\n== {self.steps}. {title}")
+        if detail:
+            say(detail)
+
+    def more(self, title: str, detail: str = "") -> None:
+        """More of the same step, unnumbered."""
+        say(f"   {title}")
         if detail:
             say(detail)
 

@@ -1,19 +1,22 @@
 """Demo step: the ad account wizard, connecting one account, its campaign sync, and the stats.
 
-The sync runs as EventBridge would run it: the connect call puts `MetaAdAccountConnected` on the
-bus; here the campaign_sync handler is invoked with that event (the local stack has no rule
-targets), then the CRM's marketing screens are read as a member.
+The sync runs as AWS runs it: the connect call puts `MetaAdAccountConnected` on the bus, the
+template's rule (created in moto) turns it into a message on the campaign-sync queue, and the
+queue is delivered to the campaign_sync worker; then the CRM's marketing screens are read as a
+member.
 """
 
 from __future__ import annotations
 
 import random
-import uuid
 from datetime import UTC, datetime, timedelta
 
-from devstack.lambda_context import LocalContext
-
 DEMO_ACCOUNT_NAME = "Ventas Demo 01"  # the seeded account with 30 campaigns (sandbox/ads.py)
+
+
+def percent(ratio: float | None) -> str:
+    """ROI as the page shows it: (revenue - spend) / spend as a percentage."""
+    return "—" if ratio is None else f"{ratio * 100:+.1f} %"
 
 
 def _ensure_connected(ctx) -> str:
@@ -36,11 +39,26 @@ def _ensure_connected(ctx) -> str:
     return "OAuth step did not connect; stored a sandbox token for Ana Demo instead"
 
 
-def _sync_event(tenant_id: str, account_id: str) -> dict:
-    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "MetaAdAccountConnected",
-            "source": "crm.marketing-hub", "account": "000000000000",
-            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "region": "us-east-1",
-            "resources": [], "detail": {"tenant_id": tenant_id, "account_id": account_id}}
+def _synced(tenant_id: str, account_id: str) -> tuple[dict, int]:
+    from shared.platform.db import tenant_tx
+
+    with tenant_tx(tenant_id) as conn:
+        account = conn.execute("SELECT * FROM tenant_meta_accounts WHERE account_id = %s",
+                               (account_id,)).fetchone()
+        rows = conn.execute("SELECT count(*) AS n FROM meta_ads_insights WHERE account_id = %s",
+                            (account_id,)).fetchone()["n"]
+    return account, rows
+
+
+def _requeue_connected(tenant_id: str, account_id: str) -> None:
+    """The message AccountConnectedRule wrote, sent once more."""
+    import json
+
+    from devstack.queues import queue_url
+    from shared.platform.aws import client
+
+    client("sqs").send_message(QueueUrl=queue_url("CampaignSyncQueue"), MessageBody=json.dumps(
+        {"tenant_id": tenant_id, "account_id": account_id, "reason": "connected"}))
 
 
 def _crm_leads(ctx, campaign_ids: list[str]) -> int:
@@ -76,7 +94,7 @@ def run(ctx) -> None:
         f"  {a['id']:<24} {a['name'][:26]:<26} {a['status']:<18} "
         f"{a['currency']} {'can run ads' if a['can_run_ads'] else 'cannot run ads'}"
         for a in accounts[:4] + [a for a in accounts if not a["can_run_ads"]][:2])
-    ctx.say("5. GET /crm/marketing/meta-accounts (admin)",
+    ctx.say("Ads: GET /crm/marketing/meta-accounts (admin)",
             f"({how})\n  {len(accounts)} ad accounts, each once, from businesses: "
             f"{', '.join(businesses)}\n{sample}\n  ...")
 
@@ -87,31 +105,33 @@ def run(ctx) -> None:
     response.raise_for_status()
     body = response.json()
     ctx.data["ads_account_id"] = body["account_id"]
-    ctx.say("6. POST /crm/marketing/connect (admin)",
+    ctx.say("Ads: POST /crm/marketing/connect (admin)",
             f"status {response.status_code}: {body}\n"
             "  event MetaAdAccountConnected put on the bus for the campaign sync")
 
-    # 3. The campaign sync, invoked with the event the rule routes to it.
-    from functions.campaign_sync.app import lambda_handler
+    # The campaign sync: the event's rule puts the account on CampaignSyncQueue, and Lambda's SQS
+    # event source hands it to the sync worker (devstack.queues does that part locally).
+    from devstack.queues import deliver_all
 
-    result = lambda_handler(_sync_event(ctx.tenant_id, body["account_id"]),
-                            LocalContext("CampaignSyncFunction", 900))
-    ctx.say("7. campaign_sync (EventBridge: MetaAdAccountConnected)",
-            f"outcome {result['outcome']}: {result['campaigns']} campaigns, "
-            f"{result['insight_rows']} daily insight rows {result['since']}..{result['until']}, "
-            f"{result['graph_requests']} Graph requests, {result['duration_ms']} ms")
-    again = lambda_handler(_sync_event(ctx.tenant_id, body["account_id"]),
-                           LocalContext("CampaignSyncFunction", 900))
-    ctx.say("   ...and again (idempotent, lookback only)",
-            f"outcome {again['outcome']}: window {again['since']}..{again['until']}, "
-            f"{again['insights_inserted']} new rows, {again['insights_changed']} changed")
+    delivered = deliver_all(queues={"CampaignSyncQueue"})["CampaignSyncQueue"]
+    account, rows = _synced(ctx.tenant_id, body["account_id"])
+    ctx.say("Ads: campaign_sync (EventBridge rule -> CampaignSyncQueue -> worker)",
+            f"{delivered} message(s); outcome {account['last_sync_outcome']}: "
+            f"{account['campaigns_synced']} campaigns, {rows} daily insight rows up to "
+            f"{account['last_synced_date']}")
+    _requeue_connected(ctx.tenant_id, body["account_id"])
+    deliver_all(queues={"CampaignSyncQueue"})
+    _, again = _synced(ctx.tenant_id, body["account_id"])
+    ctx.more("...and the same message delivered again (SQS delivers at least once)",
+             f"{again - rows} new daily rows: the rerun reads only the lookback window and "
+             "upserts")
 
     # 4. The CRM's marketing screens (member).
     campaigns = ctx.http.get("/crm/marketing/campaigns", headers=ctx.headers("member")).json()
     top = "\n".join(f"  {c['name'][:34]:<34} {c['status']:<7} spend {c['spend']:>9.2f} "
                     f"{c['currency']}  Meta leads {c['leads']:>4}"
                     for c in campaigns["campaigns"][:5])
-    ctx.say("8. GET /crm/marketing/campaigns (member)",
+    ctx.say("Ads: GET /crm/marketing/campaigns (member)",
             f"{len(campaigns['campaigns'])} campaigns; top by spend:\n{top}")
 
     leads = _crm_leads(ctx, [c["campaign_id"] for c in campaigns["campaigns"]])
@@ -119,11 +139,12 @@ def run(ctx) -> None:
     totals = "\n".join(
         f"  {t['currency']}: spend {t['spend']:.2f}, CRM leads {t['leads']} "
         f"(Meta reported {t['meta_leads']}), cost per lead {t['cost_per_lead']}, "
-        f"won {t['won_leads']} for {t['revenue']:.2f}, ROI {t['roi']}"
+        f"won {t['won_leads']} for {t['revenue']:.2f}, ROI {percent(t['roi'])}"
         for t in stats["totals"])
-    ctx.say("9. GET /crm/marketing/stats (member)",
+    ctx.say("Ads: GET /crm/marketing/stats (member)",
             f"with {leads} CRM leads attributed to those campaigns:\n{totals}")
     roi = ctx.http.get("/crm/marketing/stats/roi", headers=ctx.headers("member")).json()
     best = "\n".join(f"  {c['name'][:34]:<34} spend {c['spend']:>9.2f} revenue "
-                     f"{c['revenue']:>8.2f} ROI {c['roi']}" for c in roi["campaigns"][:3])
-    ctx.say("10. GET /crm/marketing/stats/roi (member): best return first", best)
+                     f"{c['revenue']:>8.2f} ROI {percent(c['roi']):>8}"
+                     for c in roi["campaigns"][:3])
+    ctx.say("Ads: GET /crm/marketing/stats/roi (member): best return first", best)

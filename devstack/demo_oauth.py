@@ -53,7 +53,7 @@ def run(ctx) -> None:
     binding = _binding(response)
     ctx.data["dialog_url"] = body["url"]
     ctx.say(
-        "1. GET /crm/auth/meta/url (admin)",
+        "GET /crm/auth/meta/url (admin)",
         f"status {response.status_code}; dialog URL:\n  {body['url'][:120]}...\n"
         f"  state stored in DynamoDB (hash only), browser-binding cookie set (HttpOnly, "
         f"Secure, SameSite=Lax)",
@@ -72,7 +72,7 @@ def run(ctx) -> None:
         )
     callback_url = answer.headers["location"].split("#", 1)[0]
     ctx.say(
-        "2. Meta consent page (sandbox): Continue as Ana Demo",
+        "Meta consent page (sandbox): Continue as Ana Demo",
         f"granted: {', '.join(scopes)}\n"
         f"  Meta redirects the browser to {urlsplit(callback_url).path}?code=...&state=...",
     )
@@ -83,7 +83,7 @@ def run(ctx) -> None:
     outcome = {k: v[-1] for k, v in parse_qs(urlsplit(location).query).items()}
     ctx.data["meta_connected"] = outcome.get("success") == "connected"
     ctx.say(
-        "3. GET /crm/auth/meta/callback (as Meta redirects the browser)",
+        "GET /crm/auth/meta/callback (as Meta redirects the browser)",
         f"status {callback.status_code} -> {location}\n"
         "  3 Meta calls: code -> short-lived token -> long-lived token -> debug_token;\n"
         "  token encrypted (KMS envelope) into credentials under the tenant's RLS context",
@@ -100,4 +100,4 @@ def run(ctx) -> None:
         source = "credentials row (token-status route not deployed yet)"
     ctx.data["meta_user_id"] = detail.get("meta_user_id")
     lines = "\n".join(f"  {key}: {value}" for key, value in detail.items())
-    ctx.say(f"4. Stored connection, from {source}", lines)
+    ctx.say(f"Stored connection, from {source}", lines)

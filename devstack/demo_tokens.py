@@ -1,7 +1,8 @@
 """Demo step: the token lifecycle. The demo tenant's token is made to expire in 3 days, the hourly
 job runs (the real handler, with a scheduled event) and renews it; a second tenant whose token
-Meta will not extend is told to reconnect (once); the admin's "refresh now" route; token-status
-before and after. No token is ever printed."""
+Meta will not extend is warned to reconnect (one MetaReconnectRequired event, read back from the
+bus), though its token still works; the admin's "refresh now" route; token-status before and
+after. No token is ever printed."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devstack import jwt_tokens
-from devstack.lambda_context import LocalContext
+from devstack.aws_local import BusCapture
+from devstack.dev_routes import invoke_function
 from sandbox.control import SandboxControl
 from shared.connection import credentials
 from shared.platform.db import tenant_tx
@@ -41,44 +43,55 @@ def _status(ctx, tenant_id: str) -> str:
 
 
 def _scheduled_run() -> dict:
-    from functions.token_refresh.app import lambda_handler
+    return invoke_function("token_refresh", json.loads(EVENT.read_text()))
 
-    return lambda_handler(json.loads(EVENT.read_text()),
-                          LocalContext(function_name="token_refresh", timeout_seconds=300))
+
+def _reconnect_events(bus: BusCapture, tenant_id: str) -> list[str]:
+    return [event["detail"].get("reason", "?") for event in bus.drain()
+            if event["detail-type"] == "MetaReconnectRequired"
+            and event["detail"].get("tenant_id") == tenant_id]
 
 
 def run(ctx) -> None:
     with SandboxControl(ctx.stack.sandbox.url) as control:
         # 1. The demo tenant's token expires in 3 days (inside the 7-day window).
         _connect(control, ctx.tenant_id, 3 * DAY)
-        ctx.say("Tokens 1. The demo tenant's Meta token now expires in 3 days",
+        ctx.say("Tokens: the demo tenant's Meta token now expires in 3 days",
                 f"  token-status (member): {_status(ctx, ctx.tenant_id)}")
 
         # 2. The hourly EventBridge Scheduler run: fb_exchange_token, debug_token, re-seal.
         started = time.monotonic()
         summary = _scheduled_run()
-        ctx.say("Tokens 2. Scheduled token_refresh run (events/token_refresh_scheduled.json)",
+        ctx.say("Tokens: scheduled token_refresh run (events/token_refresh_scheduled.json)",
                 f"  summary: {summary}  ({time.monotonic() - started:.2f} s)\n"
                 f"  token-status (member): {_status(ctx, ctx.tenant_id)}")
 
         # 3. Meta keeps the same expiry for another tenant: 'expiring', one alert, not one per run.
         other = f"{ctx.tenant_id}-b"
+        bus = BusCapture(ctx.stack.aws_endpoint, ctx.stack.env["EVENT_BUS_NAME"])
         control.configure_oauth(extend_on_exchange=False)
         try:
             _connect(control, other, 5 * DAY)
-            first, second = _scheduled_run(), _scheduled_run()
+            first = _scheduled_run()
+            first_events = _reconnect_events(bus, other)
+            second = _scheduled_run()
+            second_events = _reconnect_events(bus, other)
         finally:
             control.configure_oauth(extend_on_exchange=True)
-        ctx.say("Tokens 3. A tenant whose token Meta will not extend",
-                f"  first run: {first}  second run: {second}\n"
+        ctx.say("Tokens: a tenant whose token Meta will not extend",
+                f"  first run: {first}\n  second run: {second}\n"
                 f"  token-status: {_status(ctx, other)}\n"
-                "  one MetaReconnectRequired event (reason token_not_extended) went to the bus;\n"
-                "  the second run left it alone (re-tried once a day, alerted once)")
+                "  needs_reconnect is 0: it counts tokens that no longer work, and this one still\n"
+                "  works for 5 days ('expiring'). Because Meta would not extend it, the first run\n"
+                f"  warned the CRM ahead: MetaReconnectRequired events on the bus: "
+                f"{len(first_events)} ({', '.join(first_events) or '-'});\n"
+                f"  after the second run: {len(second_events)} more (re-tried once a day, "
+                "alerted once)")
 
         # 4. The admin's "refresh now" (a member is refused).
         member = ctx.http.post("/crm/auth/meta/refresh-tokens", headers=ctx.headers("member"))
         admin = ctx.http.post("/crm/auth/meta/refresh-tokens", headers=ctx.headers("admin"))
-        ctx.say("Tokens 4. POST /crm/auth/meta/refresh-tokens",
+        ctx.say("Tokens: POST /crm/auth/meta/refresh-tokens",
                 f"  as member: {member.status_code} {member.json()['error']['code']}\n"
                 f"  as admin:  {admin.status_code} {admin.json()}\n"
                 "  (renewed a moment ago: Meta's new token has the same ~60-day expiry, so the\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from devstack.lambda_context import LocalContext
+from devstack.dev_routes import invoke_function
 
 WABA_ID, PHONE_NUMBER_ID = "8001", "9001"  # Ana Demo's seeded WABA and first number
 SCHEDULED_EVENT = {"version": "0", "detail-type": "Scheduled Event", "source": "aws.events",
@@ -60,10 +60,19 @@ def _add_leads(ctx) -> None:
              for name, phone, hours, opted_out, contacted in LEADS])
 
 
-def _dispatch() -> dict:
-    from functions.hsm_dispatch.app import lambda_handler
+def _dispatch(ctx) -> str:
+    """A tick as AWS runs it: the planner queues each tenant with due work, then Lambda's SQS
+    event source hands the messages to the workers (devstack.queues)."""
+    from devstack.queues import deliver_all
+    from sandbox.whatsapp_send import SendControl
 
-    return lambda_handler(SCHEDULED_EVENT, LocalContext("hsm_dispatch", timeout_seconds=60))
+    planned = invoke_function("hsm_dispatch", SCHEDULED_EVENT)
+    delivered = deliver_all(queues={"HsmDispatchQueue"})["HsmDispatchQueue"]
+    control = SendControl(ctx.stack.sandbox.url)
+    accepted = control.stats(PHONE_NUMBER_ID)["sent"]
+    control.close()
+    return (f"  planner: {planned}\n  workers: {delivered} message(s) taken off "
+            f"HsmDispatchQueue; Meta has accepted {accepted} messages")
 
 
 def _logs(ctx) -> list[dict]:
@@ -80,23 +89,25 @@ def run(ctx) -> None:
 
     response = ctx.http.get("/crm/marketing/whatsapp-accounts", headers=admin)
     response.raise_for_status()
-    numbers = [f"  WABA {w['id']} {w['name']}: " + ", ".join(
+    # The person's own business's numbers first (as the reference page lists them).
+    wabas = sorted(response.json()["accounts"], key=lambda w: w["ownership"] != "owned")
+    numbers = [f"  WABA {w['id']} {w['name']} ({w['ownership']}): " + ", ".join(
         f"{p['display_phone_number']} ({p['quality_rating']}, {p['messaging_limit_tier']})"
-        for p in w["phone_numbers"]) for w in response.json()["accounts"]]
-    ctx.say("WhatsApp 1. GET /crm/marketing/whatsapp-accounts (admin)",
+        for p in w["phone_numbers"]) for w in wabas]
+    ctx.say("WhatsApp: GET /crm/marketing/whatsapp-accounts (admin)",
             f"({how})\n" + "\n".join(numbers))
 
     response = ctx.http.post("/crm/marketing/whatsapp/connect", headers=admin,
                              json={"waba_id": WABA_ID, "phone_number_id": PHONE_NUMBER_ID})
     response.raise_for_status()
     sender = response.json()
-    ctx.say("WhatsApp 2. POST /crm/marketing/whatsapp/connect",
+    ctx.say("WhatsApp: POST /crm/marketing/whatsapp/connect",
             f"  {sender['message']} Pace: {sender['max_per_second']} messages/s.")
 
     response = ctx.http.get("/crm/marketing/hsm/templates", headers=ctx.headers("member"))
     response.raise_for_status()
     templates = response.json()["templates"]
-    ctx.say("WhatsApp 3. GET /crm/marketing/hsm/templates", "\n".join(
+    ctx.say("WhatsApp: GET /crm/marketing/hsm/templates", "\n".join(
         f"  {t['name']:<22} {t['language']:<6} {t['status']:<9}"
         f"{' (' + t['rejection_reason'] + ')' if t['rejection_reason'] else ''}"
         for t in templates))
@@ -110,12 +121,12 @@ def run(ctx) -> None:
             "enabled": True})
         response.raise_for_status()
         rules[name] = response.json()
-    ctx.say("WhatsApp 4. POST /crm/marketing/hsm/rules (twice)", "\n".join(
+    ctx.say("WhatsApp: POST /crm/marketing/hsm/rules (twice)", "\n".join(
         f"  {r['name']}: {r['template_name']} ({r['template_status']}), after "
         f"{r['delay_hours']} h, body = {r['body_params']}" for r in rules.values()))
 
     _add_leads(ctx)
-    ctx.say("WhatsApp 5. Leads in the CRM", "\n".join(
+    ctx.say("WhatsApp: Leads in the CRM", "\n".join(
         f"  {name:<16} {phone}  created {hours} h ago"
         f"{', opted out' if out else ''}{', already contacted' if called else ''}"
         for name, phone, hours, out, called in LEADS))
@@ -124,9 +135,8 @@ def run(ctx) -> None:
     control.configure_webhooks(url=f"{ctx.stack.api_url}/crm/webhooks/meta", enabled=True,
                                numbers=[PHONE_NUMBER_ID], statuses=["sent", "delivered", "read"])
     try:
-        summary = _dispatch()
-        ctx.say("WhatsApp 6. hsm_dispatch, scheduled event (every 5 minutes in AWS)",
-                f"  summary: {summary}")
+        ctx.say("WhatsApp: hsm_dispatch (the planner, every minute in AWS) and hsm_worker",
+                _dispatch(ctx))
         # Meta reports sent, delivered and read through signed webhooks, a moment later.
         end = time.monotonic() + 15
         logs = _logs(ctx)
@@ -138,7 +148,7 @@ def run(ctx) -> None:
         control.configure_webhooks(enabled=False, numbers=None)
     stats = control.stats(PHONE_NUMBER_ID)
     control.close()
-    ctx.say("WhatsApp 7. GET /crm/marketing/hsm/logs (member), after the status webhooks",
+    ctx.say("WhatsApp: GET /crm/marketing/hsm/logs (member), after the status webhooks",
             "\n".join(
                 f"  {log['lead']['name']:<16} {log['phone']}  {log['rule']['name']:<16} "
                 f"{log['status']:<8}"
@@ -147,5 +157,4 @@ def run(ctx) -> None:
               f"{stats['distinct_recipients']} people; most in any second: "
               f"{stats['max_in_any_second']} (cap {stats['max_per_second']}).")
 
-    again = _dispatch()
-    ctx.say("WhatsApp 8. hsm_dispatch again", f"  summary: {again} (nobody is messaged twice)")
+    ctx.say("WhatsApp: hsm_dispatch again", _dispatch(ctx) + " (nobody is messaged twice)")

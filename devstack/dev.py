@@ -3,7 +3,11 @@
 Starts moto, Postgres (embedded unless $DATABASE_URL is set), the Meta sandbox and the local API
 on a fixed port (3000, or $PORT), adds the local-only routes of devstack/dev_routes.py (the page,
 a demo sign-in, "run now" for the scheduled jobs), seeds the demo tenant's leads, prints what to
-open and waits. Ctrl-C or SIGTERM stops every part; nothing is left running.
+open and waits. Ctrl-C or SIGTERM stops every part, during start-up too; nothing is left running.
+
+$CORS_ORIGIN is the CRM frontend's origin (e.g. http://localhost:5173), what template.yaml's
+FrontendUrl parameter is in AWS: the origin CORS allows and where the OAuth callback returns.
+Unset, it is the local API's own origin, where the reference page runs.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ import signal
 import socket
 import sys
 import threading
+import warnings
 
+from devstack.dev_config import ConfigError, DevConfig, check_database, from_environment
 from devstack.dev_routes import DEMO_TENANT, DevRoutes, demo_campaign_ids, seed_tenant
+from devstack.queues import QueuePump
 from devstack.stack import LocalStack
 from sandbox.whatsapp_send import SendControl
 
@@ -44,30 +51,59 @@ def deliver_status_webhooks(stack: LocalStack) -> None:
 
 def banner(stack: LocalStack, seeded: int) -> str:
     url = stack.api_url
+    frontend = stack.env["FRONTEND_URL"]
+    if frontend == url:
+        frontend_lines = (f"{frontend}   the page above: CORS allows it (with credentials) and\n"
+                          "              Meta's consent returns to it. Your own dev server "
+                          "instead:\n              CORS_ORIGIN=http://localhost:5173 make dev")
+    else:
+        frontend_lines = (f"{frontend}   CORS allows it (with credentials), and Meta's "
+                          f"consent\n              returns to {frontend}/crm/marketing (the "
+                          "page above works too, but for that)")
     return f"""
 Marketing Hub is running locally.
 
-  Open  {url}/            the reference Marketing Hub page
-        Sign in as the demo admin (or member) of tenant "{DEMO_TENANT}" ({seeded} demo leads
-        seeded now), then: Marketing -> "Conectar Meta Ads" -> the sandbox's consent page ->
-        pick an ad account -> results; HSM WhatsApp -> connect a number -> "Nueva regla" ->
-        "Ejecutar envío ahora (local)" -> the message log.
+  Open        {url}/   the reference Marketing Hub page
+              Sign in as the demo admin (or member) of tenant "{DEMO_TENANT}" ({seeded} demo
+              leads seeded now), then: Marketing -> "Conectar Meta Ads" -> the sandbox's consent
+              page -> pick an ad account -> results; HSM WhatsApp -> connect a number ->
+              "Nueva regla" -> "Ejecutar envío ahora (local)" -> the message log.
 
-  Local API   {url}   (the routes of template.yaml; JWTs signed by devstack/jwt_tokens)
-  Meta        {stack.sandbox.url}   (the sandbox: consent page, Graph, WhatsApp)
-  OpenAPI     {url}/openapi.json
+  API docs    {url}/docs   (the OpenAPI document: /openapi.json, as docs/openapi.json)
+  Local API   {url}   template.yaml's routes; a token: POST {url}/__dev/session
+  Frontend    {frontend_lines}
+  Meta        {stack.sandbox.url}   the sandbox: consent page, Graph, WhatsApp
 
-Use this exact address: the OAuth binding cookie belongs to its host, so mixing
-127.0.0.1 and localhost ends in "invalid_state". Press Ctrl-C to stop.
+Use {url} as printed: the OAuth cookie belongs to one host name, so the page sends a
+browser that came by another (localhost, 127.0.0.1) here before it signs in. Ctrl-C stops it all.
 """
 
 
+def quiet_local_noise() -> None:
+    """What only clutters a terminal: one line per HTTP request of moto and the local API, and
+    Powertools' warning for every invocation that published no metric."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # pgserver logs a failed initdb or pg_ctl at length (Ctrl-C during start-up kills them too);
+    # start-up failures are reported in one line below instead.
+    logging.getLogger("pgserver").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+
+
+def check(config: DevConfig) -> None:
+    if not port_is_free(config.port):
+        raise ConfigError(f"Port {config.port} is in use: stop what runs there or choose another, "
+                          f"e.g. PORT={config.port + 1} make dev")
+    if config.database_url:
+        check_database(config.database_url)
+
+
 def main() -> int:
-    port = int(os.environ.get("PORT", "3000"))
-    if not port_is_free(port):
-        print(f"Port {port} is in use: stop what runs there or choose another, e.g. "
-              f"PORT=3001 make dev", file=sys.stderr)
-        return 1
+    try:
+        config = from_environment()
+        check(config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -76,19 +112,37 @@ def main() -> int:
     # Set before anything starts, so a signal during start-up still stops cleanly.
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-
-    # One line per HTTP request of moto and the local API would bury the functions' own logs.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    quiet_local_noise()
     print("Starting the local stack (moto, Postgres, Meta sandbox, local API)...", flush=True)
-    stack = LocalStack(api_port=port)
+    stack = LocalStack(api_port=config.port, frontend_url=config.frontend_url)
     stack.extra_routes = DevRoutes(stack).table()
-    with stack:
-        seeded = seed_tenant(DEMO_TENANT, demo_campaign_ids(stack.sandbox))
-        deliver_status_webhooks(stack)
-        print(banner(stack, seeded), flush=True)
+    try:
+        stack.start()
+    except Exception as exc:
+        # Ctrl-C reaches initdb and Postgres as well (one process group): they die, the start
+        # fails, and LocalStack.start has already removed what it had started.
+        if stop.is_set():
+            print("Stopped during start-up: no local services are left running.", flush=True)
+            return 130
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"The local stack did not start ({type(exc).__name__}: {reason[:300]}); "
+              "nothing is left running.", file=sys.stderr, flush=True)
+        return 1
+    # Lambda's SQS event sources: queued work (a connected account's sync, the dispatch
+    # workers' tenants) reaches its function within a second, as in AWS.
+    pump = QueuePump()
+    try:
+        if not stop.is_set():
+            seeded = seed_tenant(DEMO_TENANT, demo_campaign_ids(stack.sandbox))
+            deliver_status_webhooks(stack)
+            pump.start()
+            print(banner(stack, seeded), flush=True)
         while not stop.wait(0.5):
             pass
         print("\nStopping the local stack...", flush=True)
+    finally:
+        pump.stop()
+        stack.stop()
     print("Stopped: no local services are left running.", flush=True)
     return 0
 

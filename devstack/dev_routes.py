@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from werkzeug.wrappers import Request, Response
@@ -117,7 +118,11 @@ def demo_leads(tenant_id: str, campaign_ids: list[str], now: datetime) -> list[d
             "lead_source": "meta_ads" if campaign else rng.choice(("web", "referido")),
             "meta_campaign_id": campaign,
             "deal_value": rng.choice((1500, 2800, 4200, 6500)) if won else None,
-            "deal_currency": "EUR" if won else None,
+            # As most CRM deals: no currency of their own, so a deal counts in its campaign's
+            # (the ad account's). Before an account is connected the figures then stay one
+            # story, in one (not yet known) currency, instead of a EUR row of revenue beside a
+            # currency-less row of leads.
+            "deal_currency": None,
         })
     return leads
 
@@ -158,14 +163,19 @@ def scheduled_event() -> dict[str, Any]:
     }
 
 
-def account_connected_event(tenant_id: str, account_id: str) -> dict[str, Any]:
-    """The EventBridge event `connect` puts on the bus (shared.platform.events.publish)."""
-    return {
-        "version": "0", "id": str(uuid.uuid4()), "detail-type": "MetaAdAccountConnected",
-        "source": "crm.marketing-hub", "account": "000000000000",
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "region": "us-east-1",
-        "resources": [], "detail": {"tenant_id": tenant_id, "account_id": account_id},
-    }
+def _dispatch_counts(tenant_id: str, since: datetime) -> dict[str, int]:
+    """What the workers did for this tenant since `since`, from its message log."""
+    from shared.platform.db import tenant_tx
+
+    with tenant_tx(tenant_id) as conn:
+        row = conn.execute(
+            "SELECT count(DISTINCT rule_id) FILTER (WHERE updated_at >= %(t)s) AS rules,"
+            " count(*) FILTER (WHERE sent_at >= %(t)s) AS sent,"
+            " count(*) FILTER (WHERE status IN ('FAILED', 'UNKNOWN') AND updated_at >= %(t)s)"
+            " AS failed,"
+            " count(*) FILTER (WHERE status = 'SKIPPED' AND created_at >= %(t)s) AS skipped"
+            " FROM automation_logs", {"t": since}).fetchone()
+    return dict(row)
 
 
 def invoke_function(folder: str, event: dict[str, Any]) -> Any:
@@ -205,6 +215,13 @@ class DevRoutes:
     def page(self, request: Request) -> Response:
         if request.method != "GET":
             return _error(405, "method_not_allowed", "Only GET is served here.")
+        api = urlsplit(self.stack.api_url)
+        if request.host != api.netloc:
+            # localhost and 127.0.0.1 are two sites to a browser: a sign-in or an OAuth binding
+            # cookie made under one is not there under the other. Move before anything starts.
+            query = f"?{request.query_string.decode('latin-1')}" if request.query_string else ""
+            return Response(status=302, headers={
+                **PAGE_HEADERS, "Location": f"{api.scheme}://{api.netloc}{request.path}{query}"})
         return _static("index.html")
 
     def static(self, request: Request) -> Response:
@@ -252,12 +269,17 @@ class DevRoutes:
         claims = self._admin_claims(request)
         if isinstance(claims, Response):
             return claims
+        from devstack.queues import deliver_all
+
+        started = datetime.now(UTC)
         try:
-            summary = invoke_function("hsm_dispatch", scheduled_event())
+            planned = invoke_function("hsm_dispatch", scheduled_event())
         except LookupError:
             return _error(501, "not_available", "El envío automático (hsm_dispatch) aún no "
                           "existe en template.yaml.")
-        return _json({"summary": summary})
+        deliver_all(queues={"HsmDispatchQueue"})  # the workers, as Lambda's SQS source runs them
+        done = _dispatch_counts(claims["custom:tenant_id"], started)
+        return _json({"summary": {**done, "tenants_queued": planned["tenants_queued"]}})
 
     def run_sync(self, request: Request) -> Response:
         claims = self._admin_claims(request)
@@ -269,12 +291,17 @@ class DevRoutes:
         with tenant_tx(tenant_id) as conn:
             accounts = [r["account_id"] for r in conn.execute(
                 "SELECT account_id FROM tenant_meta_accounts ORDER BY account_id").fetchall()]
-        results = []
-        try:
-            for account_id in accounts:
-                results.append({"account_id": account_id, "result": invoke_function(
-                    "campaign_sync", account_connected_event(tenant_id, account_id))})
-        except LookupError:
-            return _error(501, "not_available", "La sincronización de campañas "
-                          "(campaign_sync) aún no existe en template.yaml.")
+        from devstack.queues import deliver_all, queue_url
+        from shared.platform import queues
+
+        # What MetaAdAccountConnected's rule puts on the queue, then the sync worker.
+        queues.send(queue_url("CampaignSyncQueue"), [
+            {"tenant_id": tenant_id, "account_id": account_id, "reason": "connected"}
+            for account_id in accounts])
+        deliver_all(queues={"CampaignSyncQueue"})
+        with tenant_tx(tenant_id) as conn:
+            results = [{"account_id": r["account_id"], "result": {
+                "outcome": r["last_sync_outcome"], "campaigns": r["campaigns_synced"]}}
+                for r in conn.execute("SELECT account_id, last_sync_outcome, campaigns_synced "
+                                      "FROM tenant_meta_accounts ORDER BY account_id")]
         return _json({"accounts": len(accounts), "results": results})

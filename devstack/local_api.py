@@ -17,6 +17,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from devstack import jwt_tokens
+from devstack.cors import CorsPolicy
 from devstack.lambda_context import LocalContext
 from devstack.template import HttpRoute, http_routes
 
@@ -89,9 +90,12 @@ def _unauthorized() -> Response:
 
 
 class LocalApi:
-    def __init__(self, extra_routes: dict[str, Callable[[Request], Response]] | None = None):
+    def __init__(self, extra_routes: dict[str, Callable[[Request], Response]] | None = None,
+                 cors: CorsPolicy | None = None):
         self.routes = http_routes()
         self.extra_routes = extra_routes or {}
+        # As API Gateway: preflights answered here, CORS headers on every answer (devstack/cors).
+        self.cors = cors
         self._modules: dict[str, object] = {}
         self._lock = threading.Lock()
 
@@ -135,10 +139,14 @@ class LocalApi:
 
     def wsgi(self, environ, start_response):
         request = Request(environ)
-        extra = self.extra_routes.get(request.path)
-        if extra is None and request.method == "GET" and not request.path.startswith("/crm/"):
-            extra = self.extra_routes.get("*")
-        response = extra(request) if extra else self.invoke(request)
+        response = self.cors.preflight(request) if self.cors else None
+        if response is None:
+            extra = self.extra_routes.get(request.path)
+            if extra is None and request.method == "GET" and not request.path.startswith("/crm/"):
+                extra = self.extra_routes.get("*")
+            response = extra(request) if extra else self.invoke(request)
+            if self.cors:
+                self.cors.apply(request, response)
         return response(environ, start_response)
 
 

@@ -1,16 +1,19 @@
-"""One OpenAPI document for the whole HTTP API, built from the functions' Powertools resolvers.
+"""One OpenAPI document for the whole HTTP API, built from the code: the functions' Powertools
+resolvers, template.yaml's HttpApi routes and devstack/openapi_schemas.py.
 
 Every function module that template.yaml routes to (its HttpApi events) is imported, and its
 module-level `app` resolver describes its own routes (`app.get_openapi_schema()`: paths,
 parameters, request bodies). The paths are merged, then each operation is completed with what
 the resolvers cannot know:
 
+- from devstack/openapi_schemas.py: a summary and description, its area (tag), the success
+  status and body schema with an example (201/204 where a route answers so), who may call it;
 - security: the bearer JWT scheme on every route behind the authorizer, none on the routes Meta
   calls (the OAuth callback and the webhook);
-- responses: the contract's error body (`{"error": {"code", "message"}}`) for 401, 403, 404,
-  409, 413, 422, 429 and as the `default`; API Gateway's own `{"message"}` answers where the
-  gateway itself can answer (401 from the JWT authorizer, 404 for a path it cannot route, 413);
-  the success status and body shape the contract defines (201/204 where a route answers so);
+- responses: only the errors the operation can give, in the contract's error body
+  (`{"error": {"code", "message"}}`), with API Gateway's own `{"message"}` where the gateway
+  itself answers (401 from the JWT authorizer, 413); body errors (413, 415) only where there is
+  a body; `default` everywhere;
 - the parameters a handler reads untyped from the raw event (Meta's redirect and webhook query
   strings, the webhook's signature header and body).
 
@@ -18,8 +21,9 @@ Only operations that template.yaml actually routes are published: a resolver rou
 HttpApi event is unreachable behind API Gateway, and a template route without a resolver
 operation is published bare, so a fuzzer finds the hole.
 
-The local API serves the document at GET /openapi.json (`routes()`); `python -m devstack.openapi`
-prints it.
+The document is committed as docs/openapi.json: `make openapi` writes it (`python -m
+devstack.openapi`), tests/test_openapi_document.py fails when it is out of date. The local API
+serves it at GET /openapi.json and renders it at /docs (devstack/api_docs.py).
 """
 
 from __future__ import annotations
@@ -27,14 +31,33 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from devstack import api_docs
+from devstack.openapi_schemas import ADMIN_ONLY, OPERATIONS, TAGS, Operation
 from devstack.template import HttpRoute, http_routes
 
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = ROOT / "docs" / "openapi.json"
+STALE_MESSAGE = ("docs/openapi.json is out of date with the code (a route, a resolver's "
+                 "parameters or body, template.yaml or devstack/openapi_schemas.py changed): run "
+                 "`make openapi` and commit docs/openapi.json.")
+DESCRIPTION = (
+    "The Marketing Hub's HTTP API for the CRM Ventas frontend: connect Meta by OAuth, pick an "
+    "ad account and read campaign results and ROI, connect a WhatsApp number, and automate "
+    "template messages (HSM) with rules.\n\n"
+    "Every route but Meta's (the OAuth callback and the webhook) needs the CRM's JWT in "
+    "`Authorization: Bearer`; the tenant and role come only from its claims. Errors are "
+    "`{\"error\": {\"code\", \"message\"}}` (422 adds `details`). CORS allows the CRM "
+    "frontend's origin (template parameter FrontendUrl) with credentials.\n\n"
+    "Generated from the code (devstack/openapi.py); locally, `make dev` serves it at "
+    "/openapi.json and renders it at /docs.")
 OPENAPI_PATH = "/openapi.json"
 TITLE = "CRM Ventas Marketing Hub API"
 VERSION = "1.0.0"
@@ -73,84 +96,6 @@ COMPONENT_SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {"message": {"type": "string"}},
     },
-}
-
-_NULLABLE_STRING = {"type": ["string", "null"]}
-_STRINGS = {"type": "array", "items": {"type": "string"}}
-
-RULE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "name", "trigger_type", "delay_hours", "template_name", "language",
-                 "enabled"],
-    "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "name": {"type": "string"},
-        "trigger_type": {"const": "lead_followup"},
-        "delay_hours": {"type": "integer", "minimum": 1, "maximum": 720},
-        "template_name": {"type": "string"},
-        "language": {"type": "string"},
-        "enabled": {"type": "boolean"},
-    },
-}
-
-# Success answers as CONTRACT.md defines them, by (METHOD, path): (status, schema or None for
-# an empty body). Routes not listed answer 200 with a JSON object.
-SUCCESS: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
-    ("GET", "/crm/auth/meta/url"): ("200", {
-        "type": "object", "required": ["url", "state"],
-        "properties": {"url": {"type": "string", "minLength": 1},
-                       "state": {"type": "string", "minLength": 1}},
-    }),
-    ("GET", "/crm/marketing/meta-accounts"): ("200", {
-        "type": "object", "required": ["accounts"],
-        "properties": {"accounts": {"type": "array", "items": {
-            "type": "object",
-            "required": ["id", "name", "type", "business_manager_id", "business_manager_name",
-                         "currency", "timezone", "status", "can_run_ads", "amount_spent",
-                         "balance"],
-            "properties": {
-                "id": {"type": "string", "pattern": "^act_[0-9]+$"},
-                "name": {"type": "string"},
-                "type": {"const": "AD_ACCOUNT"},
-                "business_manager_id": _NULLABLE_STRING,
-                "business_manager_name": _NULLABLE_STRING,
-                "can_run_ads": {"type": "boolean"},
-            },
-        }}},
-    }),
-    ("POST", "/crm/marketing/connect"): ("200", {
-        "type": "object", "required": ["status", "account_id", "account_name", "message"],
-        "properties": {"status": {"const": "connected"},
-                       "account_id": {"type": "string"},
-                       "account_name": {"type": "string"},
-                       "message": {"type": "string"}},
-    }),
-    ("GET", "/crm/marketing/token-status"): ("200", {
-        "type": "object", "required": ["status", "expires_at", "scopes", "missing_scopes"],
-        "properties": {
-            "status": {"enum": ["not_connected", "active", "expiring", "needs_reconnect"]},
-            "expires_at": _NULLABLE_STRING,
-            "scopes": _STRINGS,
-            "missing_scopes": _STRINGS,
-        },
-    }),
-    ("POST", "/crm/auth/meta/refresh-tokens"): ("200", {
-        "type": "object", "required": ["checked", "refreshed", "failed", "needs_reconnect"],
-        "properties": {name: {"type": "integer", "minimum": 0}
-                       for name in ("checked", "refreshed", "failed", "needs_reconnect")},
-    }),
-    ("GET", "/crm/marketing/whatsapp-accounts"): ("200", {
-        "type": "object", "required": ["accounts"],
-        "properties": {"accounts": {"type": "array"}},
-    }),
-    ("GET", "/crm/marketing/hsm/rules"): ("200", {
-        "type": "object", "required": ["rules"],
-        "properties": {"rules": {"type": "array", "items": RULE_SCHEMA}},
-    }),
-    ("POST", "/crm/marketing/hsm/rules"): ("201", RULE_SCHEMA),
-    ("PATCH", "/crm/marketing/hsm/rules/{rule_id}"): ("200", RULE_SCHEMA),
-    ("DELETE", "/crm/marketing/hsm/rules/{rule_id}"): ("204", None),
-    ("GET", "/crm/webhooks/meta"): ("200", {"type": "string"}),
 }
 
 # Parameters the handlers read from the raw event (untyped on purpose: Meta sends them).
@@ -200,6 +145,8 @@ REQUEST_EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
         "template_name": "lead_followup_es", "language": "es", "body_params": ["first_name"],
         "enabled": True,
     },
+    ("PATCH", "/crm/marketing/hsm/rules/{rule_id}"): {"enabled": False},
+    ("POST", "/crm/marketing/whatsapp/connect"): {"waba_id": "8001", "phone_number_id": "9001"},
     # A delivery status for a number no tenant connected (webhooks/reference/messages/status).
     ("POST", "/crm/webhooks/meta"): {
         "object": "whatsapp_business_account",
@@ -211,58 +158,128 @@ REQUEST_EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     },
 }
 
+SERVERS = [
+    {"url": "http://127.0.0.1:3000",
+     "description": "make dev: the local stack (PORT=... picks another port)"},
+    {"url": "https://{apiId}.execute-api.{region}.amazonaws.com",
+     "description": "A deployed stack: its ApiUrl output",
+     "variables": {"apiId": {"default": "abcde12345", "description": "The HttpApi's id"},
+                   "region": {"default": "us-east-1"}}},
+]
 
-def _error(description: str, schema: dict[str, Any] = ERROR_REF) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+# status -> (description, schema, example error code, example message)
+ERRORS: dict[str, tuple[str, dict[str, Any], str, str]] = {
+    "400": ("Meta denies this account or number to the tenant's token "
+            "(account_not_accessible)", ERROR_REF, "account_not_accessible",
+            "Meta does not let this connection use that account."),
+    "401": ("No valid sign-in: the gateway's JWT authorizer ({\"message\": \"Unauthorized\"}) "
+            "or no usable tenant claim", ERROR_OR_GATEWAY, "unauthorized",
+            "A valid sign-in is required."),
+    "403": ("Not allowed: the route needs the admin role (the webhook: a wrong verify token)",
+            ERROR_REF, "forbidden",
+            "This action needs the admin role."),
+    "404": ("No such rule for this tenant (another tenant's ids are not found either)",
+            ERROR_REF, "not_found", "Rule not found."),
+    "409": ("Conflicts with the current state: meta_not_connected, meta_reconnect_required, "
+            "whatsapp_not_connected, or conflict (e.g. the name is taken)", ERROR_REF,
+            "meta_not_connected", "Connect Meta first."),
+    "413": ("Body too large (API Gateway's limit answers {\"message\"})", ERROR_OR_GATEWAY,
+            "payload_too_large", "The body is too large."),
+    "415": ("The body is not JSON (send Content-Type: application/json)", ERROR_REF,
+            "unsupported_media_type", "Send the body as JSON (Content-Type: application/json)."),
+    "422": ("Invalid input; `details` lists each field and its problem", ERROR_REF,
+            "validation_error", "Invalid input: delay_hours."),
+    "429": ("Meta is rate limiting this account: retry after Retry-After seconds", ERROR_REF,
+            "meta_rate_limited", "Meta is limiting requests. Try again in a few minutes."),
+    "502": ("Meta could not be reached or failed (meta_error)", ERROR_REF, "meta_error",
+            "Meta did not answer. Try again later."),
+}
 
 
-def _responses(route: HttpRoute) -> dict[str, Any]:
-    key = (route.method, route.path)
-    if key == ("GET", "/crm/auth/meta/callback"):
-        # Always a redirect to FRONTEND_URL, whatever arrives (CONTRACT.md).
-        return {"302": {"description": "Back to the frontend with success=connected or "
-                                       "error=<code>",
-                        "headers": {"Location": {"required": True,
-                                                 "schema": {"type": "string"}}}}}
-    status, schema = SUCCESS.get(key, ("200", {"type": "object"}))
-    if schema is None:
-        success: dict[str, Any] = {"description": "Done (no body)"}
-    else:
-        media = "text/plain" if schema.get("type") == "string" else "application/json"
-        success = {"description": "Success", "content": {media: {"schema": schema}}}
-    unauthorized = ERROR_OR_GATEWAY if route.authorized else ERROR_REF
-    return {
-        status: success,
-        "401": _error("No valid sign-in (or a bad webhook signature)", unauthorized),
-        "403": _error("Not allowed (admin route, wrong verify token)"),
-        "404": _error("Not found, or another tenant's", ERROR_OR_GATEWAY),
-        "409": _error("Conflicts with the current state (e.g. meta_not_connected)"),
-        "413": _error("Body too large", ERROR_OR_GATEWAY),
-        "415": _error("The body is not JSON"),
-        "422": _error("Invalid input; details lists the fields"),
-        "429": {**_error("Meta is rate limiting this account"),
-                "headers": {"Retry-After": {"schema": {"type": "string"}}}},
-        "default": _error("Any other error, in the contract's body"),
-    }
+def _error(status: str) -> dict[str, Any]:
+    description, schema, code, message = ERRORS[status]
+    example: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if status == "422":
+        example["error"]["details"] = [{"field": "delay_hours",
+                                        "problem": "Input should be less than or equal to 720"}]
+    response = {"description": description,
+                "content": {"application/json": {"schema": schema, "example": example}}}
+    if status == "429":
+        response["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
+    return response
+
+
+def _success(route: HttpRoute, op: Operation | None) -> tuple[str, dict[str, Any]]:
+    if op is None:  # a route nobody described yet: tests/test_openapi_document.py says so
+        return "200", {"description": "Success (undescribed: add this route to "
+                                      "devstack/openapi_schemas.py)",
+                       "content": {"application/json": {"schema": {"type": "object"}}}}
+    if op.status == "302":
+        return "302", {"description": "Back to the frontend with success=connected or "
+                                      "error=<code>",
+                       "headers": {"Location": {"required": True,
+                                                "schema": {"type": "string"},
+                                                "example": "https://crm.example.com/crm/"
+                                                           "marketing?success=connected"}}}
+    if op.schema is None:
+        return op.status, {"description": "Done (no body)"}
+    media: dict[str, Any] = {"schema": op.schema}
+    if op.example is not None:
+        media["example"] = op.example
+    return op.status, {"description": op.summary, "content": {op.media: media}}
+
+
+def _responses(route: HttpRoute, op: Operation | None, *, has_input: bool,
+               has_body: bool) -> dict[str, Any]:
+    """The success answer, then only the errors this operation can give: a GET has no body
+    errors (413, 415), a route without input no 422, a member route no 403."""
+    status, success = _success(route, op)
+    codes = set(op.errors if op else ())
+    if route.authorized:
+        codes.add("401")
+    if (route.method, route.path) in ADMIN_ONLY:
+        codes.add("403")
+    if has_input and status != "302":  # the OAuth callback redirects, whatever arrives
+        codes.add("422")
+    if has_body:
+        codes.update({"413", "415"})
+    responses = {status: success, **{code: _error(code) for code in sorted(codes)}}
+    responses["default"] = {"description": "Any other error, in the contract's body",
+                            "content": {"application/json": {"schema": ERROR_REF}}}
+    return responses
 
 
 def _complete(operation: dict[str, Any], route: HttpRoute) -> dict[str, Any]:
     op = copy.deepcopy(operation)
     key = (route.method, route.path)
+    described = OPERATIONS.get(key)
     op["security"] = [{"bearerAuth": []}] if route.authorized else []
     known = {(p["name"], p["in"]) for p in op.get("parameters", [])}
     extra = [p for p in EXTRA_PARAMETERS.get(key, []) if (p["name"], p["in"]) not in known]
     if extra:
         op["parameters"] = [*op.get("parameters", []), *extra]
+    if described is not None:
+        for name, value in described.extra.items():
+            op.setdefault(name, copy.deepcopy(value))
     if key in EXTRA_BODIES and "requestBody" not in op:
         op["requestBody"] = copy.deepcopy(EXTRA_BODIES[key])
     example = REQUEST_EXAMPLES.get(key)
     media = op.get("requestBody", {}).get("content", {}).get("application/json")
     if example is not None and media is not None:
         media["example"] = example
-    op["responses"] = _responses(route)
-    op.setdefault("operationId", f"{route.function}_{route.method.lower()}")
-    op.setdefault("summary", f"{route.method} {route.path}")
+    op["responses"] = _responses(route, described, has_input=bool(op.get("parameters"))
+                                 or "requestBody" in op, has_body="requestBody" in op)
+    if described is not None:
+        op["operationId"] = described.operation_id
+        op["tags"] = [described.tag]
+        op["summary"] = described.summary
+        op["description"] = described.description
+    else:
+        op["operationId"] = f"{route.function}_{route.method.lower()}"
+        op["tags"] = ["Undescribed"]
+        op["summary"] = f"{route.method} {route.path}"
+    if (route.method, route.path) in ADMIN_ONLY:
+        op["description"] = f"{op.get('description', '')}\n\nAdmin only.".strip()
     return op
 
 
@@ -289,21 +306,26 @@ def build_document(routes: list[HttpRoute] | None = None) -> dict[str, Any]:
                 raise ValueError(f"{module}: schema {name!r} differs from another function's")
             schemas[name] = schema
     paths: dict[str, dict[str, Any]] = {}
-    for route in sorted(routes, key=lambda r: (r.path, r.method)):
+    # In the order a frontend meets them (OPERATIONS' order), routes not described yet last.
+    order = {key: n for n, key in enumerate(OPERATIONS)}
+    for route in sorted(routes, key=lambda r: (order.get((r.method, r.path), len(order)),
+                                               r.path, r.method)):
         resolver_paths = parts[route.module].get("paths", {})
         operation = resolver_paths.get(route.path, {}).get(route.method.lower(), {})
         paths.setdefault(route.path, {})[route.method.lower()] = _complete(operation, route)
     _add_links(paths)
     return {
         "openapi": "3.1.0",
-        "info": {"title": TITLE, "version": VERSION,
-                 "description": "Generated from the functions' Powertools resolvers and "
-                                "template.yaml's HttpApi routes (devstack/openapi.py)."},
+        "info": {"title": TITLE, "version": VERSION, "description": DESCRIPTION},
+        "servers": SERVERS,
+        "tags": TAGS,
         "paths": paths,
         "components": {
-            "schemas": {**schemas, **COMPONENT_SCHEMAS},
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                                               "bearerFormat": "JWT"}},
+            "schemas": dict(sorted({**schemas, **COMPONENT_SCHEMAS}.items())),
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "The CRM's sign-in token, with the claims custom:tenant_id and "
+                               "custom:role. Locally: POST /__dev/session (docs/LOCAL_DEV.md)."}},
         },
         "security": [{"bearerAuth": []}],
     }
@@ -321,28 +343,50 @@ def _add_links(paths: dict[str, dict[str, Any]]) -> None:
                     "operationId": target["operationId"], "parameters": parameters}
 
 
-_cache: dict[str, str] = {}
+def document_text(document: dict[str, Any] | None = None) -> str:
+    """The document as committed in docs/openapi.json (stable key order, one trailing newline)."""
+    return json.dumps(build_document() if document is None else document, indent=2,
+                      ensure_ascii=False) + "\n"
+
+
+_cache: dict[str, dict[str, Any]] = {}
 _lock = threading.Lock()
 
 
-def document_json() -> str:
+def serve(request: Request) -> Response:
     """The document, built once per process (the template and the resolvers do not change
-    while a stack runs)."""
+    while a stack runs), with this local API as its first server."""
     with _lock:
         if "doc" not in _cache:
-            _cache["doc"] = json.dumps(build_document(), indent=1)
-        return _cache["doc"]
-
-
-def serve(_request: Request) -> Response:
-    return Response(document_json(), status=200, content_type="application/json",
-                    headers={"Cache-Control": "no-store"})
+            _cache["doc"] = build_document()
+        document = dict(_cache["doc"])
+    here = f"{request.scheme}://{request.host}"
+    document["servers"] = [{"url": here, "description": "This local stack (make dev)"},
+                           *SERVERS[1:]]
+    return Response(json.dumps(document, indent=1, ensure_ascii=False), status=200,
+                    content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 def routes() -> dict[str, Callable[[Request], Response]]:
-    """The local API's extra route serving the document."""
-    return {OPENAPI_PATH: serve}
+    """The local API's extra routes: the document and its rendered reference (/docs)."""
+    return {OPENAPI_PATH: serve, **api_docs.routes()}
+
+
+def main(argv: list[str]) -> int:
+    """`make openapi`: write docs/openapi.json; `--check`: exit 1 when it is out of date."""
+    text = document_text()
+    if "--check" in argv:
+        if not COMMITTED.is_file() or COMMITTED.read_text() != text:
+            print(STALE_MESSAGE, file=sys.stderr)
+            return 1
+        return 0
+    if "--stdout" in argv:
+        sys.stdout.write(text)
+        return 0
+    COMMITTED.write_text(text)
+    print(f"wrote {COMMITTED} ({len(json.loads(text)['paths'])} paths)")
+    return 0
 
 
 if __name__ == "__main__":
-    print(json.dumps(build_document(), indent=2))
+    sys.exit(main(sys.argv[1:]))

@@ -84,3 +84,48 @@ def http_routes() -> list[HttpRoute]:
 def function_handlers() -> dict[str, str]:
     return {name: props["Handler"]
             for name, props in resources("AWS::Serverless::Function").items()}
+
+
+@dataclass(frozen=True)
+class QueueConsumer:
+    """A function's SQS event: what Lambda's event source mapping does with a queue."""
+
+    queue: str  # logical id
+    function: str  # logical id
+    handler: str
+    batch_size: int
+    timeout: int
+
+    @property
+    def module(self) -> str:
+        return self.handler.rsplit(".", 1)[0].replace("/", ".")
+
+
+def function_timeout(props: dict) -> int:
+    default = load_template().get("Globals", {}).get("Function", {}).get("Timeout", 3)
+    return int(props.get("Timeout", default))
+
+
+def queue_consumers() -> list[QueueConsumer]:
+    consumers = []
+    for name, props in resources("AWS::Serverless::Function").items():
+        for event in (props.get("Events") or {}).values():
+            if event["Type"] != "SQS":
+                continue
+            spec = event["Properties"]
+            consumers.append(QueueConsumer(
+                queue=spec["Queue"]["Fn::GetAtt"].split(".")[0], function=name,
+                handler=props["Handler"], batch_size=int(spec.get("BatchSize", 10)),
+                timeout=function_timeout(props)))
+    return consumers
+
+
+def global_env_refs(kind: str) -> dict[str, str]:
+    """Globals environment variables whose value is `!Ref` of a resource of `kind`:
+    variable name -> logical id (e.g. HSM_DISPATCH_QUEUE_URL -> HsmDispatchQueue)."""
+    template = load_template()
+    variables = (template.get("Globals", {}).get("Function", {}).get("Environment", {})
+                 .get("Variables", {}))
+    kinds = {name for name in resources(kind)}
+    return {var: value["Ref"] for var, value in variables.items()
+            if isinstance(value, dict) and value.get("Ref") in kinds}

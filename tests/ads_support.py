@@ -4,7 +4,7 @@ test modules can import them while pytest loads the fixtures module as a plugin.
 from __future__ import annotations
 
 import json
-import uuid
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -75,17 +75,20 @@ def load_event(name: str, **detail: Any) -> dict[str, Any]:
 
 
 def invoke_sync(event: dict[str, Any], timeout_seconds: float = 120.0) -> dict[str, Any]:
+    """campaign_sync's handler on any event (the schedule's tick, or an SQS batch event)."""
     from functions.campaign_sync.app import lambda_handler
 
-    return lambda_handler(event, LocalContext("campaign-sync", timeout_seconds))
+    return lambda_handler(event, LocalContext("CampaignSyncFunction", timeout_seconds))
 
 
-def sync_event(tenant_id: str, account_id: str, detail_type: str = "MetaAdAccountConnected"
-               ) -> dict[str, Any]:
-    event = load_event("campaign_sync_connected.json", tenant_id=tenant_id, account_id=account_id)
-    event["detail-type"] = detail_type
-    event["id"] = str(uuid.uuid4())
-    return event
+def run_sync(tenant_id: str, account_id: str, *, due_only: bool = False,
+             timeout_seconds: float = 120.0) -> dict[str, Any]:
+    """What the campaign-sync worker does with one queued account (shared.ads.sync_queue),
+    with the run's summary, which the worker logs and tests read here."""
+    from shared.ads.sync import sync_account
+
+    deadline = time.monotonic() + timeout_seconds - 10.0
+    return sync_account(tenant_id, account_id, deadline=deadline, due_only=due_only).summary()
 
 
 def query(tenant_id: str, sql: str, params: tuple = ()) -> list[dict[str, Any]]:

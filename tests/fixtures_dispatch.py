@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from psycopg.types.json import Jsonb
 
+from devstack.lambda_context import LocalContext
+from devstack.queues import deliver_all
 from sandbox.whatsapp_send import SendControl
 from shared.hsm.dispatch import run_dispatch
 from shared.hsm.tenant_run import DispatchHooks, DispatchSummary
@@ -115,9 +118,36 @@ def expire_lease(tenant_id: str) -> None:
         conn.execute("UPDATE hsm_dispatch_leases SET expires_at = now() - interval '1 second'")
 
 
+SCHEDULED_EVENT = {"version": "0", "detail-type": "Scheduled Event", "source": "aws.events",
+                   "detail": {}}
+
+
+def plan() -> dict[str, int]:
+    """The planner, invoked as the schedule invokes it."""
+    from functions.hsm_dispatch.app import lambda_handler
+
+    return lambda_handler(SCHEDULED_EVENT, LocalContext("HsmDispatchFunction", 60))
+
+
+def run_schedule() -> tuple[dict[str, int], Counter[str]]:
+    """One tick the way AWS runs it: the planner, then every message on the dispatch queue
+    delivered to the workers in batches until the queue stays empty."""
+    planned = plan()
+    return planned, deliver_all(queues={"HsmDispatchQueue"})
+
+
+def sync_templates_now() -> Counter[str]:
+    """The template sync's tick the way AWS runs it: its planner, then its queue delivered."""
+    from functions.template_sync.app import lambda_handler
+
+    lambda_handler(SCHEDULED_EVENT, LocalContext("TemplateSyncFunction", 60))
+    return deliver_all(queues={"TemplateSyncQueue"})
+
+
 def dispatch(tenant_id: str | list[str], *, seconds: float = 60.0,
              hooks: DispatchHooks | None = None) -> DispatchSummary:
-    """One run for these tenants only (other tests' tenants share the database)."""
+    """One worker run for these tenants only, as if their messages were in one batch (other
+    tests' tenants share the database)."""
     tenants = [tenant_id] if isinstance(tenant_id, str) else tenant_id
     return run_dispatch(time.monotonic() + seconds, tenant_ids=tenants, hooks=hooks)
 

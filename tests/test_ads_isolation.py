@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from shared.platform.db import tenant_tx
-from tests.ads_support import connect_meta, invoke_sync, query, sync_event
+from tests.ads_support import connect_meta, query, run_sync
 
 pytest_plugins = ["tests.fixtures_ads"]
 
@@ -20,7 +20,7 @@ def test_tenant_b_sees_nothing_of_tenant_a(api, meta_tenant, ads_control, other_
     account_id = meta_tenant.layout["demo_account_id"]
     assert api.post("/crm/marketing/connect", tenant_id=a, role="admin",
                     json={"account_id": account_id}).status_code == 200
-    assert invoke_sync(sync_event(a, account_id))["outcome"] == "completed"
+    assert run_sync(a, account_id)["outcome"] == "completed"
     campaign_id = query(a, "SELECT campaign_id FROM meta_ads_campaigns LIMIT 1")[0]["campaign_id"]
     with tenant_tx(a) as conn:
         conn.execute("INSERT INTO leads (tenant_id, name, meta_campaign_id, status, deal_value,"
@@ -60,7 +60,7 @@ def test_tenant_b_sees_nothing_of_tenant_a(api, meta_tenant, ads_control, other_
                         json={"account_id": account_id})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "account_not_accessible"
-    assert invoke_sync(sync_event(b, account_id))["outcome"] == "not_found"
+    assert run_sync(b, account_id)["outcome"] == "not_found"
 
     # And in Postgres, as the app role in B's transaction, even when asking for A's rows.
     for table in TABLES:

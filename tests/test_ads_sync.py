@@ -1,13 +1,16 @@
-"""The campaign sync function, invoked with the events that really reach it (the connect event as
-EventBridge delivered it, the schedule's), against the sandbox, moto and Postgres."""
+"""The campaign sync: its worker fed from the queue as the connect event and the schedule feed
+it, and its sync logic run by hand, against the sandbox, moto and Postgres."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import boto3
 import pytest
 
+from devstack.queues import deliver_all, queue_url
 from shared.ads import store
 from shared.connection import credentials
 from shared.platform.db import system_tx, tenant_tx
@@ -20,7 +23,7 @@ from tests.ads_support import (
     invoke_sync,
     load_event,
     query,
-    sync_event,
+    run_sync,
 )
 
 pytest_plugins = ["tests.fixtures_ads"]
@@ -60,17 +63,48 @@ def _assert_stored_as_served(tenant_id, account_id, ads_world, since, until):
     return stored
 
 
+def drain_sync_queue() -> list[dict]:
+    """Take every message off the campaign-sync queue (without syncing): their bodies."""
+    url = queue_url("CampaignSyncQueue")
+    sqs = boto3.client("sqs")
+    bodies = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
 def _requests_since(ads_control, account_id, before: int) -> list[dict]:
     return ads_control.account_state(account_id)["insights_requests"][before:]
 
 
-def test_connect_event_syncs_campaigns_and_insights_and_a_rerun_adds_nothing(
-        ads_account, ads_control, ads_world, event_capture, tenant_id):
+def test_a_connected_account_reaches_the_sync_queue_and_a_worker_syncs_it(
+        ads_account, ads_control, event_capture, tenant_id):
+    """The real path: connect puts MetaAdAccountConnected on the bus, the template's rule turns
+    it into a campaign-sync queue message, and the worker syncs the account from it."""
     account = ads_account()
     account_id = account["account_id"]
-    [event] = event_capture.of_type("MetaAdAccountConnected", tenant_id)
+    assert event_capture.of_type("MetaAdAccountConnected", tenant_id)
+    assert account_row(tenant_id, account_id)["last_sync_finished_at"] is None
 
-    first = invoke_sync(event)
+    delivered = deliver_all(queues={"CampaignSyncQueue"})
+
+    assert delivered["CampaignSyncQueue"] >= 1 and delivered["CampaignSyncQueue:failed"] == 0
+    row = account_row(tenant_id, account_id)
+    assert row["last_sync_outcome"] == "completed" and row["campaigns_synced"] == 5
+    assert row["last_sync_finished_at"] is not None and row["sync_lease_until"] is None
+    assert len(insight_rows(tenant_id, account_id)) > 300
+
+
+def test_connect_event_syncs_campaigns_and_insights_and_a_rerun_adds_nothing(
+        ads_account, ads_control, ads_world, tenant_id):
+    account = ads_account()
+    account_id = account["account_id"]
+
+    first = run_sync(tenant_id, account_id)
 
     assert first["outcome"] == "completed", first
     assert first["campaigns"] == 5
@@ -91,7 +125,7 @@ def test_connect_event_syncs_campaigns_and_insights_and_a_rerun_adds_nothing(
     assert row["campaigns_synced"] == 5 and row["last_sync_finished_at"] is not None
 
     before = len(ads_control.account_state(account_id)["insights_requests"])
-    second = invoke_sync(sync_event(tenant_id, account_id, "MetaAdAccountSyncRequested"))
+    second = run_sync(tenant_id, account_id)
 
     assert second["outcome"] == "completed"
     assert second["insights_inserted"] == 0 and second["insights_changed"] == 0
@@ -106,7 +140,7 @@ def test_lookback_updates_days_meta_changed(ads_account, ads_control, ads_world,
                                             event_capture, tenant_id):
     account = ads_account()
     account_id, campaign_id = account["account_id"], account["campaign_ids"][0]
-    first = invoke_sync(sync_event(tenant_id, account_id))
+    first = run_sync(tenant_id, account_id)
     since, until = _window(first)
     recent, old = until - timedelta(days=3), until - timedelta(days=40)
     before = insight_rows(tenant_id, account_id)
@@ -115,7 +149,7 @@ def test_lookback_updates_days_meta_changed(ads_account, ads_control, ads_world,
     # Late attribution: Meta revises a recent day, and (unusually) a day beyond the lookback.
     ads_control.override_insight(account_id, campaign_id, recent, spend="999.99", leads=42)
     ads_control.override_insight(account_id, campaign_id, old, spend="555.55")
-    second = invoke_sync(sync_event(tenant_id, account_id))
+    second = run_sync(tenant_id, account_id)
 
     assert second["outcome"] == "completed"
     assert second["insights_changed"] == 1 and second["insights_inserted"] == 0
@@ -130,9 +164,16 @@ def test_lookback_updates_days_meta_changed(ads_account, ads_control, ads_world,
 
 
 def _due(tenant_id: str, account_id: str) -> bool:
+    """Is the account in the schedule's due list (paged through, as the planner does)?"""
+    after = ("", "")
     with system_tx() as conn:
-        due = store.due_accounts(conn, datetime.now(UTC) - timedelta(hours=20), 10000)
-    return (tenant_id, account_id) in due
+        while True:
+            page = store.due_accounts(conn, datetime.now(UTC) - timedelta(hours=20), after)
+            if (tenant_id, account_id) in page:
+                return True
+            if len(page) < 1000:
+                return False
+            after = page[-1]
 
 
 def test_throttled_sync_records_blocked_until_and_resumes_where_it_stopped(
@@ -143,7 +184,7 @@ def test_throttled_sync_records_blocked_until_and_resumes_where_it_stopped(
     ads_control.throttle(account_id, edge="insights", after_calls=1, count=1, code=80000,
                          regain_minutes=7, reset_seconds=120)
 
-    first = invoke_sync(sync_event(tenant_id, account_id))
+    first = run_sync(tenant_id, account_id)
 
     assert first["outcome"] == "throttled", first
     since, until = _window(first)
@@ -161,7 +202,7 @@ def test_throttled_sync_records_blocked_until_and_resumes_where_it_stopped(
 
     # Still blocked: the run does not call Meta at all.
     calls = ads_control.account_state(account_id)["calls"]
-    blocked_run = invoke_sync(sync_event(tenant_id, account_id))
+    blocked_run = run_sync(tenant_id, account_id)
     assert blocked_run["outcome"] == "blocked"
     assert ads_control.account_state(account_id)["calls"] == calls
 
@@ -170,7 +211,7 @@ def test_throttled_sync_records_blocked_until_and_resumes_where_it_stopped(
         conn.execute("UPDATE tenant_meta_accounts SET blocked_until = now() - interval '1 s'")
     assert _due(tenant_id, account_id)
     before = len(ads_control.account_state(account_id)["insights_requests"])
-    resumed = invoke_sync(sync_event(tenant_id, account_id, "MetaAdAccountSyncRequested"))
+    resumed = run_sync(tenant_id, account_id)
 
     assert resumed["outcome"] == "completed", resumed
     requests = _requests_since(ads_control, account_id, before)
@@ -190,7 +231,7 @@ def test_large_account_uses_an_async_report_and_a_later_run_picks_it_up(
     account = ads_account(sync_max_rows=10, async_polls=1000)  # sync reads would be refused
     account_id = account["account_id"]
 
-    first = invoke_sync(sync_event(tenant_id, account_id))
+    first = run_sync(tenant_id, account_id)
 
     assert first["outcome"] == "report_pending", first
     state = ads_control.account_state(account_id)
@@ -202,7 +243,7 @@ def test_large_account_uses_an_async_report_and_a_later_run_picks_it_up(
     assert insight_rows(tenant_id, account_id) == {}
 
     ads_control.set_async(account_id, polls=0)  # Meta finishes the reports
-    second = invoke_sync(sync_event(tenant_id, account_id))
+    second = run_sync(tenant_id, account_id)
 
     assert second["outcome"] == "completed", second
     runs = ads_control.account_state(account_id)["report_runs"]
@@ -215,18 +256,39 @@ def test_large_account_uses_an_async_report_and_a_later_run_picks_it_up(
     assert account_row(tenant_id, account_id)["report_run_id"] is None
 
 
-def test_schedule_queues_one_sync_event_per_due_account(stack, event_capture, tenant_id):
+def test_schedule_queues_one_message_per_due_account_and_a_late_copy_syncs_nothing(
+        stack, tenant_id):
     insert_account(tenant_id, "act_111", currency="EUR", finished_at=None)  # never synced
     insert_account(tenant_id, "act_222", currency="EUR")  # synced just now
+    drain_sync_queue()  # what earlier tests left there
 
     for name in ("campaign_sync_scheduled.json", "campaign_sync_scheduler.json"):
         summary = invoke_sync(load_event(name))
         assert summary["due"] >= 1 and summary["queued"] == summary["due"]
         assert summary["failed"] == 0
 
-    events = event_capture.of_type("MetaAdAccountSyncRequested", tenant_id)
-    assert [e["detail"] for e in events] == [{"tenant_id": tenant_id,
-                                              "account_id": "act_111"}] * 2
+    mine = [m for m in drain_sync_queue() if m["tenant_id"] == tenant_id]
+    assert mine == [{"tenant_id": tenant_id, "account_id": "act_111", "reason": "due"}] * 2
+    # Two ticks queued it twice; once synced, the second copy finds it no longer due.
+    with tenant_tx(tenant_id) as conn:
+        conn.execute("UPDATE tenant_meta_accounts SET last_sync_finished_at = now()")
+    assert run_sync(tenant_id, "act_111", due_only=True)["outcome"] == "not_due"
+
+
+def test_the_due_list_has_no_cap(stack, tenant_id):
+    """The due query used to stop at 10,000 accounts a tick; now it pages through them all."""
+    ids = [f"act_{9_000_000 + i}" for i in range(25)]
+    for account_id in ids:
+        insert_account(tenant_id, account_id, finished_at=None)
+    seen, after = [], ("", "")
+    with system_tx() as conn:
+        while True:
+            page = store.due_accounts(conn, datetime.now(UTC), after, limit=7)
+            seen += [a for t, a in page if t == tenant_id]
+            if len(page) < 7:
+                break
+            after = page[-1]
+    assert sorted(seen) == sorted(ids)
 
 
 def test_invalid_token_during_sync_marks_the_connection(ads_account, ads_control, tenant_id):
@@ -235,7 +297,7 @@ def test_invalid_token_during_sync_marks_the_connection(ads_account, ads_control
         token = credentials.load(conn).token()
     ads_control.revoke_token(token, subcode=463)
 
-    result = invoke_sync(sync_event(tenant_id, account["account_id"]))
+    result = run_sync(tenant_id, account["account_id"])
 
     assert result["outcome"] == "needs_reconnect"
     assert [r["status"] for r in query(tenant_id, "SELECT status FROM credentials")] == [
@@ -250,7 +312,7 @@ def test_a_second_delivery_while_a_sync_runs_does_nothing(ads_account, ads_contr
     with tenant_tx(tenant_id) as conn:  # a run in progress holds the lease
         conn.execute("UPDATE tenant_meta_accounts SET sync_lease_until = now() + interval '5 min'")
 
-    result = invoke_sync(sync_event(tenant_id, account["account_id"]))
+    result = run_sync(tenant_id, account["account_id"])
 
     assert result["outcome"] == "already_running"
     assert ads_control.account_state(account["account_id"])["calls"] == 0
@@ -259,6 +321,6 @@ def test_a_second_delivery_while_a_sync_runs_does_nothing(ads_account, ads_contr
 
 def test_event_for_an_account_the_tenant_has_not_connected_stores_nothing(ads_control,
                                                                           tenant_id):
-    result = invoke_sync(sync_event(tenant_id, "act_1000000000000001"))
+    result = run_sync(tenant_id, "act_1000000000000001")
     assert result["outcome"] == "not_found"
     assert query(tenant_id, "SELECT count(*) AS n FROM meta_ads_insights")[0]["n"] == 0

@@ -81,5 +81,5 @@ def test_cold_start_covers_every_function_of_the_template():
 
     found = functions_in_template()
     assert set(found) == {h.split("/")[1] for h in function_handlers().values()}
-    assert found["hsm_dispatch"]["timeout"] == template_timeout("hsm_dispatch") == 280
+    assert found["hsm_worker"]["timeout"] == template_timeout("hsm_worker") == 120
     assert found["oauth_url"]["route"] is not None and found["hsm_dispatch"]["route"] is None

@@ -58,6 +58,20 @@ def test_a_sign_in_gives_a_verifiable_token_and_seeds_the_tenant_once(dev, tenan
     assert leads["n"] == DEMO_LEADS and leads["attributed"] > 0 and leads["won"] > 0
 
 
+def test_before_an_ad_account_the_demo_figures_tell_one_story(dev, tenant_id):
+    """The seeded tenant's stats before any ad account is connected: its Meta leads and won
+    revenue in one (not yet known) currency, not a EUR row of revenue beside a currency-less
+    row of leads; its campaigns are known only by id (the page summarises them)."""
+    token = dev.post("/__dev/session", json={"role": "member", "tenant_id": tenant_id}).json()
+    stats = dev.get("/crm/marketing/stats",
+                    headers={"Authorization": f"Bearer {token['token']}"}).json()
+    (total,) = stats["totals"]
+    assert total["currency"] is None
+    assert total["leads"] > 0 and total["won_leads"] > 0 and total["revenue"] > 0
+    assert stats["campaigns"] and all(c["name"] is None for c in stats["campaigns"])
+    assert sum(c["revenue"] for c in stats["campaigns"]) == total["revenue"]
+
+
 @pytest.mark.parametrize("body", [{"role": "owner"}, {"role": "admin", "tenant_id": "a b"},
                                   {"role": "admin", "tenant_id": 7}])
 def test_a_sign_in_with_a_bad_role_or_tenant_is_refused(dev, body):
@@ -83,3 +97,20 @@ def test_run_sync_now_syncs_nothing_for_a_tenant_without_ad_accounts(dev, tenant
     answer = dev.post("/__dev/jobs/sync", headers={"Authorization": f"Bearer {admin}"})
     assert answer.status_code == 200
     assert answer.json() == {"accounts": 0, "results": []}
+
+
+def test_the_documented_sign_in_example_works(dev):
+    """docs/LOCAL_DEV.md's curl example for POST /__dev/session, sent as written."""
+    import json
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "LOCAL_DEV.md").read_text()
+    section = doc.split("### A local sign-in: `POST /__dev/session`", 1)[1]
+    body = re.search(r"-d '(\{[^']*\})'", section).group(1)
+    documented = set(re.findall(r'"(\w+)":', section.split("# {", 1)[1].split("```", 1)[0]))
+    answer = dev.post("/__dev/session", content=body,
+                      headers={"Content-Type": "application/json"})
+    assert answer.status_code == 200
+    assert set(answer.json()) == documented | {"token"}
+    assert jwt_tokens.verify(answer.json()["token"])["custom:role"] == json.loads(body)["role"]

@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from psycopg.types.json import Jsonb
 
-from devstack.lambda_context import LocalContext
 from shared.hsm import claims
 from shared.hsm.tenant_run import DispatchHooks
 from shared.platform.db import tenant_tx
@@ -33,15 +32,13 @@ from tests.fixtures_dispatch import (  # noqa: E402
     expire_lease,
     logs,
     make_retries_due,
+    run_schedule,
     status_counts,
+    sync_templates_now,
 )
 from tests.fixtures_whatsapp import fetch  # noqa: E402
 
 pytest_plugins = ["tests.fixtures_whatsapp", "tests.fixtures_dispatch"]
-
-SCHEDULED_EVENT = {"version": "0", "detail-type": "Scheduled Event", "source": "aws.events",
-                   "detail": {}}
-
 
 class Crash(Exception):
     """A bug surfacing mid-run: the dispatcher must wind down cleanly."""
@@ -79,12 +76,13 @@ def assert_each_lead_sent_once(send_control, tenant_id: str, phone_number_id: st
 # -- exactly once ----------------------------------------------------------------------------------
 def test_500_leads_one_scheduled_run_sends_each_once_and_a_second_run_sends_none(
         dispatching, send_control):
-    from functions.hsm_dispatch.app import lambda_handler
-
     add_leads(dispatching.tenant_id, 500)
-    answer = lambda_handler(SCHEDULED_EVENT, LocalContext("hsm_dispatch", timeout_seconds=120))
-    assert set(answer) == {"rules", "sent", "failed", "skipped"}
-    assert answer["sent"] >= 500  # the scheduled run also serves other tests' tenants
+    planned, delivered = run_schedule()
+    # The planner hands the work out and sends nothing itself (CONTRACT: tenants_queued).
+    assert set(planned) == {"rules", "sent", "failed", "skipped", "tenants_queued"}
+    assert planned["sent"] == 0
+    assert planned["tenants_queued"] >= 1  # other tests' tenants may be due too
+    assert delivered["HsmDispatchQueue"] >= 1 and delivered["HsmDispatchQueue:failed"] == 0
 
     assert_each_lead_sent_once(send_control, dispatching.tenant_id,
                                dispatching.phone_number_id, 500)
@@ -98,8 +96,11 @@ def test_500_leads_one_scheduled_run_sends_each_once_and_a_second_run_sends_none
         # body_params ["first_name"]: "Lead17 Apellido" (phone ...0000017) -> "Lead17"
         assert message["params"] == [f"Lead{int(row['phone'][-7:])}"]
 
+    # Nothing is due any more: the next plan leaves the tenant out, and a worker handed it
+    # anyway (a duplicated message) stops before its token is even decrypted.
+    planned, _ = run_schedule()
     again = dispatch(dispatching.tenant_id)
-    assert again.as_dict() == {"rules": 1, "sent": 0, "failed": 0, "skipped": 0}
+    assert again.as_dict() == {"rules": 0, "sent": 0, "failed": 0, "skipped": 0}
     assert send_control.stats(dispatching.phone_number_id)["sent"] == 500
 
 
@@ -222,8 +223,8 @@ def test_final_errors_fail_once_and_131050_opts_the_lead_out(dispatching, send_c
     assert [(o["phone"], o["whatsapp_opt_out_source"]) for o in opted] == [
         (stopped, "meta_131050")]
 
-    make_retries_due(tenant)
-    assert dispatch(tenant).as_dict() == {"rules": 1, "sent": 0, "failed": 0, "skipped": 0}
+    make_retries_due(tenant)  # final failures are not retries: nothing is due
+    assert dispatch(tenant).as_dict() == {"rules": 0, "sent": 0, "failed": 0, "skipped": 0}
     assert send_control.stats(phone_id)["sent"] == 7
 
 
@@ -319,11 +320,13 @@ def test_a_template_not_approved_is_skipped_with_its_reason_until_it_is_approved
     assert send_control.stats(dispatching.phone_number_id)["sent"] == 0
     assert dispatch(tenant).skipped == 0  # logged once per lead, not every run
 
-    # Meta approves the paused template again; the next sync (15 min later) sees it.
+    # Meta approves the paused template again. No webhook tells us; the periodic template sync
+    # (an hour later) reads the list again, and the planner then finds the skipped leads due.
     wa_sandbox.set_template_status(dispatching.setup.templates["recordatorio_pausado:es"],
                                    "APPROVED")
     with tenant_tx(tenant) as conn:
-        conn.execute("UPDATE whatsapp_senders SET templates_synced_at = now() - interval '1 h'")
+        conn.execute("UPDATE whatsapp_senders SET templates_synced_at = now() - interval '2 h'")
+    sync_templates_now()
     after = dispatch(tenant)
     assert (after.sent, after.skipped) == (4, 0)
     statuses = {(str(r["rule_id"]), r["status"]) for r in logs(tenant)}

@@ -17,7 +17,7 @@ from devstack.local_api import ServerThread
 from sandbox.control import SandboxControl
 from sandbox.whatsapp_send import SendControl, max_in_any_second
 from sandbox.world import SEED_APP_SECRET
-from shared.meta.graph import appsecret_proof
+from shared.meta.graph_core import appsecret_proof
 
 SCOPES = ["whatsapp_business_management", "whatsapp_business_messaging"]
 

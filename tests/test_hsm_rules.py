@@ -131,6 +131,20 @@ def test_missing_required_fields_are_listed(api, whatsapp_tenant):
     assert _stored(whatsapp_tenant) == []
 
 
+@pytest.mark.parametrize("body", [b'{"name": "x",', b"{'name': 'x'}", b"[1, 2"])
+def test_malformed_json_is_described_as_a_body_problem(api, whatsapp_tenant, body):
+    """Not "Invalid input: 1." with field "1" (the parser's character offset)."""
+    response = api.post(RULES, tenant_id=whatsapp_tenant, content=body,
+                        headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert error["message"] == "The request body is not valid JSON."
+    assert [d["field"] for d in error["details"]] == ["body"]
+    assert error["details"][0]["problem"].startswith("not valid JSON: ")
+    assert _stored(whatsapp_tenant) == []
+
+
 def test_tenant_without_whatsapp_cannot_create_rules(api, stack, tenant_id):
     response = api.post(RULES, tenant_id=tenant_id, json=VALID)
     assert response.status_code == 422

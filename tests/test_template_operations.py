@@ -28,8 +28,25 @@ def _alarm_names() -> set[str]:
     return names
 
 
+def _work_queues() -> dict[str, dict]:
+    """Queues that carry fanned-out work (they dead-letter into a queue of their own)."""
+    return {name: props for name, props in resources("AWS::SQS::Queue").items()
+            if "RedrivePolicy" in props}
+
+
 def _dead_letter_queues() -> set[str]:
-    return set(resources("AWS::SQS::Queue"))
+    return set(resources("AWS::SQS::Queue")) - set(_work_queues())
+
+
+def _sqs_consumers() -> dict[str, tuple[str, dict]]:
+    """Work queue -> (the function consuming it, its SQS event's properties)."""
+    found = {}
+    for function, props in FUNCTIONS.items():
+        for event in props.get("Events", {}).values():
+            if event["Type"] == "SQS":
+                queue = event["Properties"]["Queue"]["Fn::GetAtt"].split(".")[0]
+                found[queue] = (function, event["Properties"])
+    return found
 
 
 def test_functions_wait_for_the_schema_migration():
@@ -73,6 +90,32 @@ def test_api_functions_shift_by_canary_gated_by_their_alarms_and_jobs_all_at_onc
             assert own == {"Type": "AllAtOnce"}, name
 
 
+def test_every_work_queue_has_a_consumer_with_partial_batch_responses_and_a_cap():
+    """CONTRACT "Scheduled functions and workers": each queue is consumed by one function with
+    an SQS event, partial batch failures, and a maximum concurrency set from a parameter."""
+    consumers = _sqs_consumers()
+    parameters = load_template()["Parameters"]
+    assert set(consumers) == set(_work_queues())
+    for queue, (function, spec) in consumers.items():
+        assert spec["FunctionResponseTypes"] == ["ReportBatchItemFailures"], queue
+        cap = spec["ScalingConfig"]["MaximumConcurrency"]["Ref"]
+        assert parameters[cap]["MinValue"] >= 2, cap  # Lambda's floor for this setting
+        timeout = FUNCTIONS[function].get("Timeout", 29)
+        assert _work_queues()[queue]["VisibilityTimeout"] >= 6 * timeout, queue
+
+
+def test_every_work_queue_dead_letters_into_an_alarmed_queue_and_alarms_on_age():
+    alarms = resources("AWS::CloudWatch::Alarm")
+    for queue, props in _work_queues().items():
+        dlq = props["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"].split(".")[0]
+        assert dlq in _dead_letter_queues(), queue
+        assert props["RedrivePolicy"]["maxReceiveCount"] >= 3, queue
+        assert alarms[f"{dlq}MessagesAlarm"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        age = alarms[f"{queue}AgeAlarm"]
+        assert age["MetricName"] == "ApproximateAgeOfOldestMessage"
+        assert age["Dimensions"][0]["Value"] == {"Fn::GetAtt": f"{queue}.QueueName"}
+
+
 def test_every_schedule_and_rule_retries_then_dead_letters_into_an_alarmed_queue():
     alarmed = _dead_letter_queues()
     seen = set()
@@ -85,11 +128,14 @@ def test_every_schedule_and_rule_retries_then_dead_letters_into_an_alarmed_queue
             queue = spec["DeadLetterConfig"]["Arn"]["Fn::GetAtt"].split(".")[0]
             assert queue in alarmed, (name, event_name)
             seen.add(queue)
-    rule = resources("AWS::Events::Rule")["ReconnectRequiredRule"]
-    target = rule["Targets"][0]
-    assert target["Arn"] == {"Ref": "ReconnectTopic"}
-    seen.add(target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"].split(".")[0])
-    assert seen == alarmed  # no queue without a source, no source without a queue
+    for rule in resources("AWS::Events::Rule").values():
+        for target in rule["Targets"]:
+            assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+            seen.add(target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"].split(".")[0])
+    work_dlqs = {props["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"].split(".")[0]
+                 for props in _work_queues().values()}
+    # No dead-letter queue without a source, no source without one.
+    assert seen | work_dlqs == alarmed
 
 
 def test_schedules_run_at_the_cadence_the_jobs_assume():
@@ -98,7 +144,9 @@ def test_schedules_run_at_the_cadence_the_jobs_assume():
                 for e in FUNCTIONS[function]["Events"].values() if e["Type"] == "ScheduleV2"}
 
     assert rate("TokenRefreshFunction") == {"rate(1 hour)"}
-    assert rate("HsmDispatchFunction") == {"rate(5 minutes)"}
+    # The planner: a due follow-up waits at most a minute to be queued (goal: p95 under 2 min).
+    assert rate("HsmDispatchFunction") == {"rate(1 minute)"}
+    assert rate("TemplateSyncFunction") == {"rate(15 minutes)"}
     # Hourly tick, but each account is due only after 20 h: a daily sync per account, spread out.
     assert rate("CampaignSyncFunction") == {"rate(1 hour)"}
 
@@ -106,6 +154,7 @@ def test_schedules_run_at_the_cadence_the_jobs_assume():
 def test_reconnect_events_reach_the_topic_the_crm_subscribes_to():
     rule = resources("AWS::Events::Rule")["ReconnectRequiredRule"]
     assert rule["EventPattern"]["detail-type"] == ["MetaReconnectRequired"]
+    assert rule["Targets"][0]["Arn"] == {"Ref": "ReconnectTopic"}
     from shared.connection.token_renewal import RECONNECT_EVENT
 
     assert RECONNECT_EVENT == "MetaReconnectRequired"

@@ -332,7 +332,7 @@ def _template_update(waba_id: str, template_id: str, event: str, *, reason: str 
                       "reason": reason}}]}]}
 
 
-def test_template_status_update_changes_the_row_and_marks_templates_stale(api, whatsapp_setup):
+def test_template_status_update_changes_the_row_without_a_new_read(api, whatsapp_setup):
     tenant_id, waba_id = whatsapp_setup.tenant_id, whatsapp_setup.waba_id
     template_id = whatsapp_setup.templates["lead_followup_es:es"]
 
@@ -342,8 +342,9 @@ def test_template_status_update_changes_the_row_and_marks_templates_stale(api, w
     row = fetch(tenant_id, "SELECT status, rejection_reason FROM meta_templates "
                            "WHERE template_id = %s", (template_id,))[0]
     assert row == {"status": "REJECTED", "rejection_reason": "INCORRECT_CATEGORY"}
+    # Applied as it came: the list is still current, nothing needs reading again.
     sender = fetch(tenant_id, "SELECT templates_synced_at FROM whatsapp_senders")[0]
-    assert sender["templates_synced_at"] is None  # the next dispatch re-reads every page
+    assert sender["templates_synced_at"] is not None
 
     # A retry of an older event cannot undo a newer one; REINSTATED means approved again.
     post_webhook(api, _template_update(waba_id, template_id, "REINSTATED",
@@ -353,6 +354,18 @@ def test_template_status_update_changes_the_row_and_marks_templates_stale(api, w
     row = fetch(tenant_id, "SELECT status, rejection_reason FROM meta_templates "
                            "WHERE template_id = %s", (template_id,))[0]
     assert row == {"status": "APPROVED", "rejection_reason": None}
+
+
+def test_an_update_for_a_template_new_to_us_marks_the_list_for_the_next_sync(
+        api, whatsapp_setup):
+    tenant_id, waba_id = whatsapp_setup.tenant_id, whatsapp_setup.waba_id
+
+    response = post_webhook(api, _template_update(waba_id, "987654321012345", "APPROVED",
+                                                  name="plantilla_nueva"))
+
+    assert response.status_code == 200
+    sender = fetch(tenant_id, "SELECT templates_synced_at FROM whatsapp_senders")[0]
+    assert sender["templates_synced_at"] is None  # the template sync reads it soon
 
 
 def _preference(phone_number_id: str, wa_id: str, value: str, ts: int) -> dict:

@@ -216,7 +216,7 @@ def test_ensure_fresh_templates_resyncs_only_when_stale(whatsapp_setup, wa_sandb
     wa_sandbox.set_template_status(followup, "PAUSED")
     wa_sandbox.delete_template(whatsapp_setup.templates["bienvenida_pendiente:es"])
     with tenant_tx(tenant_id) as conn:
-        conn.execute("UPDATE whatsapp_senders SET templates_synced_at = now() - interval '16 min'")
+        conn.execute("UPDATE whatsapp_senders SET templates_synced_at = now() - interval '61 min'")
 
     assert ensure_fresh_templates(tenant_id) is True
     assert len(stack_sandbox.requests(path)) == 1

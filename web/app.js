@@ -1,11 +1,13 @@
 // Marketing Hub reference page: plain DOM, no build step, no external assets.
-// Talks only to the same origin: the Marketing Hub API (/crm/...) and, locally, /__dev/...
+// Talks to the Marketing Hub API (/crm/...) and, locally, /__dev/...: on its own origin, or on
+// the origin in <meta name="marketing-hub-api"> (a frontend on another origin, through CORS).
 "use strict";
 
 (() => {
   const SESSION_KEY = "mh_session";
   const FLASH_KEY = "mh_flash";
   const $ = (id) => document.getElementById(id);
+  const API = (document.querySelector('meta[name="marketing-hub-api"]') || {}).content || "";
 
   const state = {
     session: null,
@@ -30,18 +32,59 @@
     missing_scopes: "Faltan permisos en Meta",
     meta_error: "Meta no pudo completar la conexión. Inténtalo de nuevo en unos minutos.",
   };
+  // Every error code of the API (and of the local /__dev routes) in Spanish: the API's own
+  // `message` is English, for developers, and is never shown as it is.
   const API_ERRORS = {
     unauthorized: "Tu sesión caducó. Vuelve a entrar.",
     forbidden: "Esta acción requiere el rol de administrador.",
-    not_found: "No encontrado.",
+    not_found: "No encontrado: puede que otra persona lo haya eliminado.",
+    validation_error: "Revisa los datos del formulario.",
+    bad_request: "La solicitud no se pudo leer.",
+    conflict: "Ya existe un elemento con esos datos (por ejemplo, una regla con ese nombre).",
+    payload_too_large: "Los datos enviados son demasiado grandes.",
+    unsupported_media_type: "La solicitud no se envió como JSON.",
+    method_not_allowed: "Operación no permitida.",
     meta_not_connected: "Conecta primero Meta Ads.",
     meta_reconnect_required: "La conexión con Meta dejó de funcionar. Vuelve a conectar Meta Ads.",
     meta_rate_limited: "Meta está limitando las solicitudes. Inténtalo en unos minutos.",
-    account_not_accessible: "Meta no permite acceder a esta cuenta publicitaria con la conexión actual.",
+    account_not_accessible: "Meta no permite acceder a esta cuenta con la conexión actual.",
     meta_error: "Meta no respondió. Inténtalo más tarde.",
     whatsapp_not_connected: "Conecta primero un número de WhatsApp.",
     not_available: "Esta función aún no está disponible en el entorno local.",
+    internal_error: "Algo falló de nuestro lado. Inténtalo de nuevo en unos minutos.",
   };
+  // Field names of the API, as the forms call them (validation_error's `details`).
+  const FIELD_NAMES = {
+    name: "nombre", trigger_type: "disparador", delay_hours: "horas de espera",
+    template_name: "plantilla", language: "idioma", body_params: "variables de la plantilla",
+    send_window: "horario", "send_window.start": "horario (desde)",
+    "send_window.end": "horario (hasta)", "send_window.timezone": "zona horaria",
+    enabled: "activa", account_id: "cuenta publicitaria", waba_id: "cuenta de WhatsApp",
+    phone_number_id: "número de WhatsApp", tenant_id: "empresa", role: "rol", body: "datos",
+    from: "desde", to: "hasta",
+  };
+  // Why a message was not sent (the message log's error codes).
+  const SEND_ERRORS = {
+    template_not_approved: "La plantilla no está aprobada por Meta",
+    template_missing: "La plantilla ya no existe en Meta",
+    template_mismatch: "La plantilla cambió y no coincide con la regla",
+    messaging_tier_reached: "Se alcanzó el límite diario de conversaciones del número",
+    no_wamid: "Meta no confirmó el envío",
+    internal_error: "Error interno",
+  };
+  const CAMPAIGN_STATUS = {
+    ACTIVE: "Activa", PAUSED: "En pausa", ARCHIVED: "Archivada", DELETED: "Eliminada",
+    IN_PROCESS: "En proceso", WITH_ISSUES: "Con problemas", CAMPAIGN_PAUSED: "En pausa",
+    ADSET_PAUSED: "Conjunto en pausa", PENDING_REVIEW: "En revisión", DISAPPROVED: "Rechazada",
+  };
+  const ACCOUNT_STATUS = {
+    ACTIVE: "Activa", DISABLED: "Desactivada", UNSETTLED: "Pago pendiente",
+    PENDING_RISK_REVIEW: "En revisión", PENDING_SETTLEMENT: "Liquidación pendiente",
+    IN_GRACE_PERIOD: "En periodo de gracia", PENDING_CLOSURE: "Cierre pendiente",
+    CLOSED: "Cerrada", ANY_ACTIVE: "Activa", ANY_CLOSED: "Cerrada",
+  };
+  const QUALITY = { GREEN: "alta", YELLOW: "media", RED: "baja", UNKNOWN: "sin datos" };
+  const TRIGGERS = { lead_followup: "Seguimiento de leads sin contactar" };
   const LOG_STATUS = {
     PENDING: "Pendiente", SENT: "Enviado", DELIVERED: "Entregado", READ: "Leído",
     FAILED: "Fallido", SKIPPED: "Omitido", UNKNOWN: "Desconocido",
@@ -82,6 +125,8 @@
   function money(value, currency) {
     const n = num(value);
     if (n === null) return "—";
+    // No ad account connected yet: the amount's currency is not known.
+    if (!currency) return new Intl.NumberFormat("es-ES", { minimumFractionDigits: 2, maximumFractionDigits: 2 }).format(n);
     try {
       return new Intl.NumberFormat("es-ES", { style: "currency", currency: currency || "EUR" }).format(n);
     } catch (_e) {
@@ -134,20 +179,21 @@
   }
 
   function describe(err) {
-    if (!(err instanceof ApiError)) return `Error de red: ${err.message}`;
-    if (err.code === "validation_error") {
-      const fields = err.details.map((d) => `${d.field}: ${d.problem}`).join("; ");
-      return `Revisa los datos. ${err.message}${fields ? ` (${fields})` : ""}`;
+    if (!(err instanceof ApiError)) {
+      return "No se pudo contactar con la API (red, o un origen que CORS no permite).";
     }
-    if (err.code === "conflict") return `Ya existe: ${err.message}`;
-    return API_ERRORS[err.code] || err.message;
+    if (err.code === "validation_error") {
+      const fields = [...new Set(err.details.map((d) => FIELD_NAMES[d.field] || d.field))];
+      return fields.length ? `Revisa estos datos: ${fields.join(", ")}.` : API_ERRORS.validation_error;
+    }
+    return API_ERRORS[err.code] || `No se pudo completar la acción (código ${err.code}).`;
   }
 
   async function request(method, path, body) {
     const headers = {};
     if (state.session) headers.Authorization = `Bearer ${state.session.token}`;
     if (body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(path, {
+    const response = await fetch(API + path, {
       method, headers, credentials: "include",
       body: body === undefined ? undefined : JSON.stringify(body),
     });
@@ -188,6 +234,13 @@
     show($("user-box"), false);
     show($("login-view"), true);
     if (reason) setMessage($("login-error"), "error", reason);
+    // Meta's answer arrived without a session here (another tab, or it expired): say what
+    // happened, and keep it for after the sign-in.
+    const pending = sessionStorage.getItem(FLASH_KEY);
+    if (pending) {
+      const { kind, text } = JSON.parse(pending);
+      setMessage($("login-flash"), kind, `${text} Entra de nuevo para continuar.`);
+    }
   }
 
   function isAdmin() { return state.session && state.session.role === "admin"; }
@@ -209,6 +262,7 @@
     $("user-name").textContent = `${s.name || s.user_id} · ${s.tenant_id}`;
     $("user-role").textContent = s.role === "admin" ? "Administrador" : "Miembro";
     show($("login-view"), false);
+    show($("login-flash"), false);
     show($("user-box"), true);
     show($("app"), true);
     const pending = sessionStorage.getItem(FLASH_KEY);
@@ -287,8 +341,10 @@
     try {
       const result = await busy(button, () => request("POST", "/crm/auth/meta/refresh-tokens"));
       const ok = num(result && result.refreshed) > 0;
-      flash(ok ? "success" : "warn", ok ? "Token renovado."
-        : `Renovación: ${JSON.stringify(result)}`);
+      const lost = num(result && result.needs_reconnect) > 0;
+      flash(ok ? "success" : lost ? "error" : "warn", ok ? "Token renovado."
+        : lost ? API_ERRORS.meta_reconnect_required
+          : "Token revisado: Meta mantuvo su vencimiento (se renovó hace poco).");
     } catch (err) {
       flash("error", describe(err));
     }
@@ -319,7 +375,8 @@
         return el("li", { testid: `account-${a.id}`, class: connected ? "connected" : "" },
           el("div", {},
             el("strong", {}, a.name || a.id), " ",
-            el("span", { class: `badge ${a.can_run_ads ? "ok" : "bad"}` }, a.status || "?"),
+            el("span", { class: `badge ${a.can_run_ads ? "ok" : "bad"}` },
+              ACCOUNT_STATUS[a.status] || a.status || "?"),
             el("div", { class: "meta" },
               `${a.id} · ${a.business_manager_name || "Cuenta personal"} · ${a.currency || ""} · ${a.timezone || ""}`)),
           connected
@@ -365,6 +422,7 @@
   function campaignRows(data) {
     return (data.campaigns || []).map((c) => ({
       id: c.campaign_id,
+      synced: !!c.name,
       name: c.name || c.campaign_id,
       status: c.effective_status || c.status || "",
       currency: c.currency,
@@ -404,7 +462,11 @@
       $("kpis").replaceChildren(el("p", { class: "message error", testid: "stats-error" }, describe(err)));
       return;
     }
-    const campaigns = campaignRows(data || {});
+    const all = campaignRows(data || {});
+    // A campaign the hub has not synced (its ad account is not connected) has no name: only
+    // its CRM leads are known. Summarised below the table, not shown as a row of raw ids.
+    const campaigns = all.filter((c) => c.synced);
+    const pending = all.filter((c) => !c.synced);
     const totals = totalRows(data || {});
     const leads = totals.reduce((sum, t) => sum + t.leads, 0);
     const metaLeads = totals.reduce((sum, t) => sum + t.metaLeads, 0);
@@ -414,22 +476,31 @@
     const main = known[0] || totals[0] || { roi: null };
     const others = known.slice(1).filter((t) => t.spend > 0 || t.revenue > 0);
     const roiClass = main.roi === null ? "" : main.roi >= 0 ? "good" : "bad";
+    const noAccount = !main.currency;
     $("kpis").replaceChildren(
       kpi("Leads", integer(leads), "stat-leads", "", metaLeads ? `Meta reporta ${integer(metaLeads)}` : ""),
-      kpi("Inversión", money(main.spend, main.currency), "stat-spend"),
-      kpi("Costo por lead", money(main.cpl, main.currency), "stat-cpl"),
-      kpi("Ingresos (ganados)", money(main.revenue, main.currency), "stat-revenue"),
+      kpi("Inversión", noAccount ? "—" : money(main.spend, main.currency), "stat-spend", "",
+        noAccount ? "Sin cuenta publicitaria conectada" : ""),
+      kpi("Costo por lead", noAccount ? "—" : money(main.cpl, main.currency), "stat-cpl"),
+      kpi("Ingresos (ganados)", money(main.revenue, main.currency), "stat-revenue", "",
+        noAccount && main.revenue ? "En la moneda de la cuenta publicitaria" : ""),
       kpi("ROI", percent(main.roi), "stat-roi", roiClass, main.currency ? `en ${main.currency}` : ""),
       ...others.map((t) => kpi(`ROI (${t.currency})`, percent(t.roi), `stat-roi-${t.currency}`, "",
         `Inversión ${money(t.spend, t.currency)}`)));
     $("campaigns-body").replaceChildren(...campaigns.map((c) => el("tr", { testid: `campaign-${c.id}` },
-      el("td", {}, c.name), el("td", {}, c.status),
+      el("td", {}, c.name), el("td", {}, CAMPAIGN_STATUS[c.status] || c.status),
       el("td", { class: "num" }, integer(c.leads)),
       el("td", { class: "num" }, money(c.spend, c.currency)),
       el("td", { class: "num" }, money(c.cpl, c.currency)),
       el("td", { class: "num" }, money(c.revenue, c.currency)),
       el("td", { class: "num" }, percent(c.roi)))));
-    show($("stats-empty"), campaigns.length === 0);
+    show($("stats-empty"), campaigns.length === 0 && pending.length === 0);
+    const pendingLeads = pending.reduce((sum, c) => sum + (c.leads || 0), 0);
+    $("stats-pending").textContent = pending.length
+      ? `${integer(pendingLeads)} leads vienen de ${integer(pending.length)} campañas de Meta aún sin `
+        + "sincronizar: conecta su cuenta publicitaria para ver la inversión y el ROI de cada una."
+      : "";
+    show($("stats-pending"), pending.length > 0);
     renderChart(campaigns);
   }
 
@@ -504,15 +575,18 @@
       return;
     }
     const items = [];
-    for (const waba of data.accounts || []) {
+    // The person's own business's numbers first, then those a client shares with them.
+    const wabas = (data.accounts || []).slice()
+      .sort((a, b) => (a.ownership !== "owned") - (b.ownership !== "owned"));
+    for (const waba of wabas) {
       for (const phone of waba.phone_numbers || []) {
         items.push(el("li", { testid: `waba-phone-${phone.id}` },
           el("div", {},
             el("strong", {}, phone.display_phone_number || phone.id), " ",
             el("span", { class: `badge ${phone.quality_rating === "GREEN" ? "ok" : "warn"}` },
-              `Calidad ${phone.quality_rating || "?"}`),
+              `Calidad ${QUALITY[phone.quality_rating] || phone.quality_rating || "?"}`),
             el("div", { class: "meta" },
-              `${phone.verified_name || ""} · ${waba.name || waba.id} · límite ${phone.messaging_limit_tier || "?"}`)),
+              `${phone.verified_name || ""} · ${waba.name || waba.id} · límite ${tierText(phone.messaging_limit_tier)}`)),
           el("button", {
             type: "button", class: "small", testid: `wa-connect-${phone.id}`,
             onclick: (e) => connectWhatsapp(waba, phone, e.currentTarget),
@@ -521,6 +595,13 @@
     }
     if (!items.length) items.push(el("li", { class: "muted" }, "Meta no muestra números de WhatsApp para esta conexión."));
     list.replaceChildren(...items);
+  }
+
+  // TIER_1K -> "1.000 conversaciones al día"
+  function tierText(tier) {
+    const sizes = { TIER_50: 50, TIER_250: 250, TIER_1K: 1000, TIER_2K: 2000, TIER_10K: 10000, TIER_100K: 100000 };
+    if (tier === "TIER_UNLIMITED") return "sin límite de conversaciones";
+    return sizes[tier] ? `${integer(sizes[tier])} conversaciones al día` : (tier || "?");
   }
 
   async function connectWhatsapp(waba, phone, button) {
@@ -553,7 +634,7 @@
           ? el("span", { class: `badge ${r.template_status}` }, `Plantilla ${TEMPLATE_STATUS[r.template_status] || r.template_status}`)
           : null,
         el("div", { class: "meta" },
-          `${r.trigger_type} · tras ${r.delay_hours} h · ${r.template_name} (${r.language})`
+          `${TRIGGERS[r.trigger_type] || r.trigger_type} · tras ${r.delay_hours} h · ${r.template_name} (${r.language})`
           + (r.send_window ? ` · ${r.send_window.start}–${r.send_window.end} ${r.send_window.timezone || ""}` : ""))),
       el("div", { class: "actions admin-only" },
         el("button", { type: "button", class: "small", testid: `rule-toggle-${r.id}`,
@@ -563,13 +644,28 @@
     show($("rules-empty"), rules.length === 0);
   }
 
+  // The templates a rule may name, in the order the form offers them: APPROVED first (only
+  // they send: a rule on a pending template sends nothing until Meta approves it), the page's
+  // language next, then those named after the trigger, then by name. The first is the default.
   function usableTemplates() {
+    const trigger = ($("rule-trigger") || {}).value || "lead_followup";
+    const rank = (t) => [t.status === "APPROVED" ? 0 : 1, t.language.startsWith("es") ? 0 : 1,
+      t.name.includes(trigger) ? 0 : 1];
     return state.templates.filter((t) => t.usable_in_rules !== false
-      && !["REJECTED", "DISABLED", "DELETED", "PENDING_DELETION"].includes(t.status));
+      && !["REJECTED", "DISABLED", "DELETED", "PENDING_DELETION"].includes(t.status))
+      .sort((a, b) => {
+        const [x, y] = [rank(a), rank(b)];
+        return (x[0] - y[0]) || (x[1] - y[1]) || (x[2] - y[2]) || a.name.localeCompare(b.name);
+      });
   }
 
   function renderParams() {
     const template = usableTemplates()[Number($("rule-template").value)];
+    const note = $("rule-template-note");
+    note.textContent = template && template.status !== "APPROVED"
+      ? `Esta plantilla está ${(TEMPLATE_STATUS[template.status] || template.status).toLowerCase()}: la regla no enviará nada hasta que Meta la apruebe.`
+      : "";
+    show(note, !!note.textContent);
     const count = template ? num(template.placeholders) || 0 : 0;
     const fieldset = $("rule-params");
     const selects = [];
@@ -587,7 +683,9 @@
     const templates = usableTemplates();
     const select = $("rule-template");
     select.replaceChildren(...templates.map((t, i) => el("option", { value: i },
-      `${t.name} (${t.language})${t.status !== "APPROVED" ? ` · ${TEMPLATE_STATUS[t.status] || t.status}` : ""}`)));
+      `${t.name} (${t.language})${t.status !== "APPROVED"
+        ? ` · ${TEMPLATE_STATUS[t.status] || t.status}: no enviará hasta que Meta la apruebe` : ""}`)));
+    select.value = "0";
     renderParams();
     $("rule-error").hidden = true;
     show($("rule-form"), true);
@@ -660,7 +758,7 @@
   }
 
   function logRow(log) {
-    const error = log.error ? `${log.error.code || ""} ${log.error.message || ""}`.trim() : "";
+    const error = log.error ? (SEND_ERRORS[log.error.code] || `Error ${log.error.code || ""}`.trim()) : "";
     const when = log.read_at || log.delivered_at || log.sent_at || log.created_at;
     return el("tr", { testid: `log-${log.id}` },
       el("td", {}, dateTime(when)),

@@ -1,24 +1,19 @@
-"""hsm_dispatch: every 5 minutes (EventBridge Scheduler), sends each enabled rule's WhatsApp
-template to the leads it is due for, once per (rule, lead), at each sender's throughput cap.
+"""hsm_dispatch: the planner of the WhatsApp follow-ups. Every minute (EventBridge Scheduler) it
+queues one SQS message per tenant with due work; hsm_worker sends (shared.hsm.worker).
 
-The work is shared.hsm.dispatch.run_dispatch; this handler only sets its deadline from the
-invocation's remaining time and answers the contract's summary
-{"rules", "sent", "failed", "skipped"}. A tick carries no parameters (EventBridge's "Scheduled
-Event" and the Scheduler's input alike), so nothing in the event is read beyond its source for
-the log; a duplicated or overlapping tick changes nothing more than one run.
+The work is shared.hsm.planner.plan_dispatch; this handler answers the contract's summary
+{"rules", "sent", "failed", "skipped", "tenants_queued"} (the planner sends nothing itself). A
+tick carries no parameters (EventBridge's "Scheduled Event" and the Scheduler's input alike), so
+nothing in the event is read beyond its source for the log; a duplicated or overlapping tick
+queues nothing that a worker would send twice.
 """
 
-from shared.hsm.dispatch import run_dispatch
-from shared.platform.deadlines import deadline_from_context
+from shared.hsm.planner import plan_dispatch
 from shared.platform.observability import entrypoint, logger
-
-# Left at the end of the invocation for the last result writes and releasing the leases.
-RESERVE_SECONDS = 5.0
 
 
 @entrypoint
 def lambda_handler(event: dict, context) -> dict:
     source = event.get("source") if isinstance(event, dict) else None
     logger.info("hsm_dispatch_triggered", extra={"source": str(source)[:64] if source else None})
-    deadline = deadline_from_context(context, reserve_seconds=RESERVE_SECONDS)
-    return run_dispatch(deadline).as_dict()
+    return plan_dispatch()

@@ -68,19 +68,25 @@ def get_account(conn: psycopg.Connection, account_id: str) -> dict[str, Any] | N
                         (account_id,)).fetchone()
 
 
-def claim_sync(conn: psycopg.Connection, account_id: str, lease_seconds: float
-               ) -> dict[str, Any] | None:
-    """Take the account's sync lease unless Meta blocked it or another run holds it."""
+def claim_sync(conn: psycopg.Connection, account_id: str, lease_seconds: float, *,
+               synced_before: datetime | None = None) -> dict[str, Any] | None:
+    """Take the account's sync lease unless Meta blocked it or another run holds it. With
+    `synced_before` (a scheduled sync), only if it is still due: a sync that ran since the
+    account was queued leaves nothing to do."""
     return conn.execute(
         """
         UPDATE tenant_meta_accounts
-        SET sync_lease_until = now() + make_interval(secs => %s), last_sync_started_at = now()
-        WHERE tenant_id = app_current_tenant() AND account_id = %s
+        SET sync_lease_until = now() + make_interval(secs => %(lease)s),
+            last_sync_started_at = now()
+        WHERE tenant_id = app_current_tenant() AND account_id = %(account)s
           AND (blocked_until IS NULL OR blocked_until <= now())
           AND (sync_lease_until IS NULL OR sync_lease_until <= now())
+          AND (%(before)s::timestamptz IS NULL OR last_sync_finished_at IS NULL
+               OR last_sync_finished_at < %(before)s OR sync_resume_date IS NOT NULL
+               OR report_run_id IS NOT NULL)
         RETURNING *
         """,
-        (lease_seconds, account_id),
+        {"lease": lease_seconds, "account": account_id, "before": synced_before},
     ).fetchone()
 
 
@@ -192,9 +198,11 @@ def upsert_insights(conn: psycopg.Connection, tenant_id: str, account_id: str,
     return inserted, len(result) - inserted
 
 
-def due_accounts(conn: psycopg.Connection, synced_before: datetime, limit: int
-                 ) -> list[tuple[str, str]]:
-    """(tenant_id, account_id) pairs due for a sync: ids only (SECURITY DEFINER lookup)."""
-    rows = conn.execute("SELECT tenant_id, account_id FROM ads_accounts_due_for_sync(%s, %s)",
-                        (synced_before, limit)).fetchall()
+def due_accounts(conn: psycopg.Connection, synced_before: datetime,
+                 after: tuple[str, str] = ("", ""), limit: int = 1000) -> list[tuple[str, str]]:
+    """(tenant_id, account_id) pairs due for a sync, after the keyset cursor `after`: ids only
+    (SECURITY DEFINER lookup). Page until a page comes back short."""
+    rows = conn.execute(
+        "SELECT tenant_id, account_id FROM ads_accounts_due_for_sync(%s, %s, %s, %s)",
+        (synced_before, after[0], after[1], limit)).fetchall()
     return [(r["tenant_id"], r["account_id"]) for r in rows]

@@ -1,4 +1,4 @@
-"""Campaign and daily insights sync for one connected ad account, and the scheduled fan-out.
+"""Campaign and daily insights sync for one connected ad account, and its fan-out through SQS.
 
 How a run goes (META_API.md §5, §7; PEERS.md §2 for what Airbyte gets wrong):
 - One run per account at a time: a lease on the account row (duplicate events, overlapping
@@ -47,16 +47,14 @@ from shared.meta.errors import (
     MetaTokenInvalid,
     MetaTransient,
 )
-from shared.platform.db import system_tx, tenant_tx
+from shared.platform.db import tenant_tx
 from shared.platform.errors import MetaNotConnected, MetaReconnectRequired
-from shared.platform.events import publish_many
 from shared.platform.observability import logger, metrics
 from shared.platform.settings import get_settings
 
 if TYPE_CHECKING:
     from shared.meta.graph import GraphClient
 
-SYNC_REQUESTED_EVENT = "MetaAdAccountSyncRequested"
 CAMPAIGN_FIELDS = ("id,name,status,effective_status,objective,daily_budget,lifetime_budget,"
                    "start_time,stop_time,updated_time")
 INSIGHT_FIELDS = "campaign_id,campaign_name,spend,impressions,clicks,actions"
@@ -199,20 +197,26 @@ def sync_window(account: dict[str, Any], today: date, options: SyncOptions) -> t
 
 # -- one account --------------------------------------------------------------------------------
 def sync_account(tenant_id: str, account_id: str, *, deadline: float | None,
-                 options: SyncOptions | None = None,
+                 options: SyncOptions | None = None, due_only: bool = False,
                  sleep: Callable[[float], None] = time.sleep) -> SyncResult:
+    """Sync one account now; with `due_only` (the schedule's requests) only if it is still due
+    when the run starts."""
     options = options or SyncOptions.from_settings()
     started = time.monotonic()
     result = SyncResult(tenant_id, account_id)
     lease = max(60.0, (deadline - time.monotonic()) + 60.0) if deadline else 900.0
+    synced_before = datetime.now(UTC) - RESYNC_AFTER if due_only else None
     with tenant_tx(tenant_id) as conn:
-        account = store.claim_sync(conn, account_id, lease)
+        account = store.claim_sync(conn, account_id, lease, synced_before=synced_before)
         if account is None:
             known = store.get_account(conn, account_id)
     if account is None:
+        now = datetime.now(UTC)
         result.outcome = ("not_found" if known is None
                           else "blocked" if known["blocked_until"]
-                          and known["blocked_until"] > datetime.now(UTC) else "already_running")
+                          and known["blocked_until"] > now
+                          else "already_running" if known["sync_lease_until"]
+                          and known["sync_lease_until"] > now else "not_due")
         if known is not None and known["blocked_until"]:
             result.blocked_until = known["blocked_until"].isoformat()
         return _report(result, started)
@@ -388,23 +392,3 @@ def _await_report(run: _Run, run_id: str, start: date, end: date) -> list[Any]:
             raise _Stop("report_pending")
         run.sleep(interval)
         interval = min(interval * 1.5, 30.0) if interval else 0.0
-
-
-# -- the schedule's fan-out ---------------------------------------------------------------------
-# Pacing without reserved concurrency: at most this many accounts start per hourly tick (the
-# least recently synced first), i.e. up to 12,000 account syncs a day.
-ACCOUNTS_PER_TICK = 500
-
-
-def enqueue_due_syncs(limit: int = ACCOUNTS_PER_TICK) -> dict[str, int]:
-    """Find accounts due for a sync (ids only) and put one sync event per account, so each
-    account syncs in its own invocation with its own time budget."""
-    synced_before = datetime.now(UTC) - RESYNC_AFTER
-    with system_tx() as conn:
-        due = store.due_accounts(conn, synced_before, limit)
-    queued = publish_many(SYNC_REQUESTED_EVENT, [
-        {"tenant_id": tenant_id, "account_id": account_id} for tenant_id, account_id in due])
-    summary = {"due": len(due), "queued": queued, "failed": len(due) - queued}
-    logger.info("campaign_sync_scheduled", extra=summary)
-    metrics.add_metric(name="CampaignSyncsQueued", unit="Count", value=queued)
-    return summary

@@ -2,8 +2,8 @@
 
 Every function takes a connection from shared.platform.db.tenant_tx (row-level security holds,
 and every statement names the transaction's tenant too: `tenant_id = app_current_tenant()`, or
-the id it is given) or, for `dispatch_tenants`, from system_tx. The row life cycle is described in
-migrations/0006_hsm_dispatch.up.sql; in short:
+the id it is given) or, for the planner's `due_work` and `mark_queued`, from system_tx. The row
+life cycle is described in migrations/0006_hsm_dispatch.up.sql; in short:
 
     reserve (PENDING, claimed_by=run)  ->  permit (attempt_started_at)  ->  Meta  ->  result
                                             ^ the only gate before a send
@@ -73,10 +73,33 @@ class Result:
     opt_out: bool = False
 
 
-# -- which tenants have work (no tenant: SECURITY DEFINER function, ids only) -----------------
-def dispatch_tenants(conn: psycopg.Connection) -> list[str]:
-    return [r["tenant_id"] for r in
-            conn.execute("SELECT hsm_dispatch_tenants() AS tenant_id").fetchall()]
+# -- which tenants have work (SECURITY DEFINER functions of 0009, ids and windows only) -------
+@dataclass(frozen=True)
+class DueWork:
+    """A rule of the tenant can act now (rule_id set), or a dead run's rows wait for recovery
+    (rule_id None). The send window and the sender's time zone let the planner hold a rule
+    during its quiet hours."""
+
+    tenant_id: str
+    rule_id: str | None
+    send_window: dict[str, Any] | None
+    timezone: str | None
+
+
+def due_work(conn: psycopg.Connection, started_timeout_seconds: float,
+             requeue_after_seconds: float, tenant_id: str | None = None) -> list[DueWork]:
+    """Every tenant's due work (system_tx), leaving out tenants whose run is under way or that
+    were queued a moment ago; or, with `tenant_id`, that one tenant's, whatever its lease."""
+    rows = conn.execute("SELECT * FROM hsm_due_work(%s, %s, %s)",
+                        (int(started_timeout_seconds), int(requeue_after_seconds),
+                         tenant_id)).fetchall()
+    return [DueWork(r["tenant_id"], str(r["rule_id"]) if r["rule_id"] else None,
+                    r["send_window"], r["timezone"]) for r in rows]
+
+
+def mark_queued(conn: psycopg.Connection, tenant_ids: list[str]) -> None:
+    if tenant_ids:
+        conn.execute("SELECT hsm_mark_queued(%s)", (tenant_ids,))
 
 
 # -- the per-tenant lease (pacing: one dispatcher per phone number) ---------------------------

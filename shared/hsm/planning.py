@@ -1,7 +1,8 @@
-"""Before a tenant sends: its lease, the recovery of what dead runs left behind, its sender,
-token and templates, and a plan per rule saying whether the rule can send now and why not.
+"""Before a tenant sends: its lease, the recovery of what dead runs left behind, whether it still
+has due work, its sender and token, and a plan per rule saying whether the rule can send now and
+why not. Nothing here calls Meta; the token is decrypted (KMS) only for a tenant with due work.
 
-Runs on the run's prepare threads (shared.hsm.threads): a template sync calls Meta.
+Runs on the run's prepare threads (shared.hsm.threads).
 """
 
 from __future__ import annotations
@@ -13,17 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.connection import credentials
-from shared.connection.session import record_token_invalid, usable_token
+from shared.connection.session import usable_token
 from shared.hsm import claims
 from shared.hsm.claims import Rule
-from shared.meta.errors import MetaError, MetaTokenInvalid
 from shared.platform.db import tenant_tx
-from shared.platform.errors import AppError, MetaReconnectRequired
+from shared.platform.errors import MetaReconnectRequired
 from shared.platform.observability import logger, metrics
 from shared.whatsapp import senders, templates_store
 from shared.whatsapp.templates import (
     SENDABLE_STATUS,
-    ensure_fresh_templates,
     placeholder_count,
     unfillable_parts,
 )
@@ -83,23 +82,26 @@ def _release_lease(tenant_id: str, run_id: uuid.UUID) -> None:
 
 
 def prepare_tenant(tenant_id: str, run_id: uuid.UUID, deadline: float) -> TenantPlan | None:
-    """Lease, recovery, sender, token, fresh templates, rule plans. None: nothing to send."""
+    """Lease, recovery, sender, token, rule plans. None: nothing to send now."""
     lease_seconds = max(0.0, deadline - time.monotonic()) + LEASE_MARGIN_SECONDS
     with tenant_tx(tenant_id) as conn:
         if not claims.acquire_lease(conn, tenant_id, run_id, lease_seconds):
             logger.info("hsm_dispatch_busy", extra={"tenant_id": tenant_id})
             return None
     try:
-        return _prepare_leased(tenant_id, run_id, deadline)
+        return _prepare_leased(tenant_id, run_id)
     except Exception:
         _release_lease(tenant_id, run_id)
         raise
 
 
-def _prepare_leased(tenant_id: str, run_id: uuid.UUID, deadline: float) -> TenantPlan | None:
+def _prepare_leased(tenant_id: str, run_id: uuid.UUID) -> TenantPlan | None:
     with tenant_tx(tenant_id) as conn:
         timed_out = claims.expire_started(conn, STARTED_TIMEOUT_SECONDS)
         orphans = claims.release_orphans(conn, run_id)
+        # Asked again here, under the lease: a duplicated or late message must not cost a KMS
+        # call (or a send) when the planner's reason to queue the tenant is gone.
+        due = claims.due_work(conn, STARTED_TIMEOUT_SECONDS, 0, tenant_id)
         sender = senders.get(conn)
         rules = claims.enabled_rules(conn)
         stored = credentials.load(conn)
@@ -110,7 +112,8 @@ def _prepare_leased(tenant_id: str, run_id: uuid.UUID, deadline: float) -> Tenan
             metrics.add_metric(name="HsmClaimsTimedOut", unit="Count", value=timed_out)
     reason = ("no_rules" if not rules else "no_sender" if sender is None
               else "meta_not_connected" if stored is None
-              else "needs_reconnect" if stored.status == "needs_reconnect" else None)
+              else "needs_reconnect" if stored.status == "needs_reconnect"
+              else "nothing_due" if not any(d.rule_id for d in due) else None)
     if reason is not None:
         if rules:
             logger.info("hsm_dispatch_tenant_skipped", extra={"tenant_id": tenant_id,
@@ -122,21 +125,9 @@ def _prepare_leased(tenant_id: str, run_id: uuid.UUID, deadline: float) -> Tenan
     except MetaReconnectRequired:
         _release_lease(tenant_id, run_id)
         return None
-    # httpx and the Graph client are imported once a tenant has something to send: a run over
-    # tenants without rules, sender or token never loads them (cold start).
-    from shared.meta.graph import GraphClient
-
-    try:
-        with GraphClient.for_token(token, deadline=deadline) as graph:
-            ensure_fresh_templates(tenant_id, graph=graph)
-    except MetaTokenInvalid as exc:
-        record_token_invalid(tenant_id, exc)
-        _release_lease(tenant_id, run_id)
-        return None
-    except (MetaError, AppError) as exc:
-        # Keep going on the stored list: Meta itself refuses a template no longer approved.
-        logger.warning("hsm_templates_not_refreshed",
-                       extra={"tenant_id": tenant_id, "meta_code": getattr(exc, "code", None)})
+    # Templates are read as stored: webhooks and the periodic template sync keep them current
+    # (shared.whatsapp.template_sync), so no send waits for a Graph read. A template that
+    # stopped being approved since is refused by Meta itself (132001/132015/132016).
     with tenant_tx(tenant_id) as conn:
         plans = [plan_rule(conn, rule) for rule in rules]
     return TenantPlan(sender, token, plans)

@@ -37,13 +37,14 @@ class Reserving:
     stopped_rules: set[str]
     failure: BaseException | None
     tier_reached: bool
+    cut_short: bool
     batch_size: int
     soft_deadline: float
 
     async def _produce(self) -> None:
         try:
             for plan in self.plan.rules:
-                if self._stopping() or self.tier_reached:
+                if self._held_back(None):
                     break
                 await self._produce_rule(plan)
         except Exception as exc:
@@ -51,6 +52,15 @@ class Reserving:
                 self.failure = exc
         finally:
             await self.queue.put(QUEUE_END)
+
+    def _held_back(self, rule: Rule | None) -> bool:
+        """No more reservations for this rule (or any, with None). When it is time that ran out,
+        the run remembers that work may be left (`cut_short`): the worker queues the tenant
+        again rather than leave it for the next plan."""
+        if self._stopping():
+            self.cut_short = True
+            return True
+        return self.tier_reached or (rule is not None and rule.id in self.stopped_rules)
 
     def _window_open(self, rule: Rule) -> bool:
         return send_window_open(rule.send_window, self.plan.sender.timezone, datetime.now(UTC))
@@ -72,7 +82,7 @@ class Reserving:
         await self.threads.run(self._prepare_rule_tx, rule.id)
         for kind in ("released", "new"):
             cursor = claims.START_CURSOR
-            while not (self._stopping() or self.tier_reached or rule.id in self.stopped_rules):
+            while not self._held_back(rule):
                 if not self._window_open(rule):
                     return
                 room = max(1, min(self.batch_size,

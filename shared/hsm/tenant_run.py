@@ -83,6 +83,7 @@ class TenantDispatch(Reserving, Sending, Recording):
         self.token_error: MetaError | None = None
         self.closing = False
         self.tier_reached = False
+        self.cut_short = False  # time ran out before every rule's work was reserved
         self.unsent: list[str] = []  # reserved (maybe permitted) but never handed to Meta
         self.results: list[Result] = []
         self.result_count = 0
@@ -96,7 +97,7 @@ class TenantDispatch(Reserving, Sending, Recording):
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def run(self) -> DispatchSummary:
-        # Its own threads: a template sync calls Meta and must not hold up other tenants' sends.
+        # Its own threads: a tenant's lease, recovery and token must not hold up others' sends.
         self.plan = await self.threads.run(prepare_tenant, self.tenant_id, self.run_id,
                                            self.deadline, pool=PREPARE)
         if self.plan is None:
@@ -112,7 +113,7 @@ class TenantDispatch(Reserving, Sending, Recording):
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.batch_size * 2)
         self.flush_now = asyncio.Event()
         self.flush_lock = asyncio.Lock()
-        import httpx  # already loaded by shared.meta.graph in _prepare_leased; named for Limits
+        import httpx  # on use: a run without a tenant to send for never loads it (cold start)
 
         from shared.meta.graph import AsyncGraphClient
 
@@ -185,6 +186,13 @@ class TenantDispatch(Reserving, Sending, Recording):
                                                       "reason": self._stop_label()})
         if self.token_error is not None:
             record_token_invalid(self.tenant_id, self.token_error)
+
+    @property
+    def backlog_left(self) -> bool:
+        """The run ended because its time did, with work it had not reached or had reserved
+        and not sent: the tenant should run again now, not at the next plan."""
+        return (self._stop_label() == "deadline"
+                and (self.cut_short or bool(self.unsent)))
 
     def _stop_label(self) -> str:
         if self.failure is not None:

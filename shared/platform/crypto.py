@@ -285,10 +285,11 @@ def get_token_cipher() -> TokenCipher:
             if _cipher is None:
                 from shared.platform.settings import get_settings
 
-                key_id = get_settings().token_kms_key_id
-                if not key_id:
+                settings = get_settings()
+                if not settings.token_kms_key_id:
                     raise RuntimeError("TOKEN_KMS_KEY_ID must be set")
-                _cipher = TokenCipher(key_id)
+                _cipher = TokenCipher(settings.token_kms_key_id,
+                                      cache_size=settings.token_key_cache_size)
     return _cipher
 
 

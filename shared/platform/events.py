@@ -11,6 +11,16 @@ from shared.platform.observability import logger
 from shared.platform.settings import get_settings
 
 SOURCE = "crm.marketing-hub"
+_SCHEDULE_SOURCES = {"aws.events", "aws.scheduler"}
+
+
+def is_scheduled(event: Any) -> bool:
+    """A schedule's tick: EventBridge's `Scheduled Event`, or the input our EventBridge
+    Scheduler schedules send (template.yaml: source aws.scheduler, no detail-type needed)."""
+    if not isinstance(event, dict):
+        return False
+    return (event.get("detail-type") == "Scheduled Event"
+            or (event.get("source") in _SCHEDULE_SOURCES and "detail-type" not in event))
 
 
 class EventPublishError(RuntimeError):

@@ -55,6 +55,11 @@ def raw_json(body: str, status: int = 200) -> Response:
 def _validation_details(exc: RequestValidationError) -> list[dict]:
     details = []
     for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            # Powertools puts the parser's character offset where a field name would be.
+            reason = (err.get("ctx") or {}).get("error") or "malformed"
+            details.append({"field": "body", "problem": f"not valid JSON: {reason}"})
+            continue
         loc = [str(part) for part in err.get("loc", ()) if part not in ("body", "query")]
         details.append({"field": ".".join(loc) or "body", "problem": err.get("msg", "invalid")})
     return details
@@ -72,6 +77,9 @@ def build_resolver() -> APIGatewayHttpResolver:
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response:
         details = _validation_details(exc)
+        if any(err.get("type") == "json_invalid" for err in exc.errors()):
+            return error_response(422, "validation_error", "The request body is not valid JSON.",
+                                  details=details)
         fields = ", ".join(d["field"] for d in details)
         return error_response(422, "validation_error", f"Invalid input: {fields}.", details=details)
 

@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     idempotency_table: str = ""
     token_kms_key_id: str = ""
     event_bus_name: str = "default"
+    # The queues scheduled work fans out on (template.yaml; CONTRACT "Scheduled functions and
+    # workers"): a planner puts one message per tenant or account, a worker consumes them.
+    hsm_dispatch_queue_url: str = ""
+    campaign_sync_queue_url: str = ""
+    template_sync_queue_url: str = ""
+    # Decrypted token data keys a container keeps (LRU, 5 minutes each): one per tenant it serves
+    # in that window. A dispatch worker serves about due tenants / worker concurrency per pass.
+    token_key_cache_size: int = Field(default=4096, ge=0, le=100_000)
 
     # Ads sync (issue 5): how far back a first sync reaches, how many recent days every run
     # re-reads for Meta's late attribution, the days per insights request, the estimated row

@@ -1,8 +1,9 @@
 """Message templates: synced from Meta, read by the rules API and the dispatcher.
 
-Synced on connect, again by `ensure_fresh_templates` when older than 15 minutes (the dispatcher
-calls it before sending), and marked stale by template-status webhooks so the next
-`ensure_fresh_templates` re-reads every page.
+Synced on connect; each status change is applied by the template-status webhook; a list that a
+webhook marked stale (a template new to us) or that is older than an hour is read again by the
+periodic template sync (shared.whatsapp.template_sync, through `ensure_fresh_templates`). The
+dispatcher only reads what is stored: no send waits for Meta's template list.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 TEMPLATE_FIELDS = ("id,name,language,status,category,parameter_format,components,quality_score,"
                    "rejected_reason")
 PAGE_SIZE = 100
-DEFAULT_MAX_AGE = timedelta(minutes=15)
+DEFAULT_MAX_AGE = timedelta(hours=1)
 SENDABLE_STATUS = "APPROVED"
 # Never usable again: a rule may not be created on these (PENDING and PAUSED may still become
 # or return to APPROVED; the dispatcher skips them until then).

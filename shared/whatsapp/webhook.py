@@ -336,11 +336,13 @@ def _apply_once(tenant_id: str, work: TenantWork, counts: Counter) -> None:
                 counts["statuses_unmatched"] += 1
         stale: set[str] = set()
         for item in work.templates:
-            counts["templates"] += store.apply_template_status(
+            applied = store.apply_template_status(
                 conn, waba_id=item["waba_id"], template_id=item["template_id"],
                 name=item["name"], language=item["language"], status=item["status"],
                 reason=item["reason"], at=item["at"])
-            stale.add(item["waba_id"])
+            counts["templates"] += applied
+            if not applied:  # new to us (or older than what we have): read the list again
+                stale.add(item["waba_id"])
         for waba_id in stale:
             store.mark_templates_stale(conn, waba_id)
         for phone, source, at in work.opt_outs:

@@ -118,7 +118,7 @@ def apply_template_status(conn: psycopg.Connection, *, waba_id: str, template_id
 
 
 def mark_templates_stale(conn: psycopg.Connection, waba_id: str) -> None:
-    """The next ensure_fresh_templates re-reads every page (e.g. a template new to us)."""
+    """The periodic template sync reads this list again soon (e.g. a template new to us)."""
     conn.execute("UPDATE whatsapp_senders SET templates_synced_at = NULL"
                  " WHERE tenant_id = app_current_tenant() AND waba_id = %s", (waba_id,))
 

@@ -30,7 +30,7 @@ from shared.connection import credentials
 from shared.hsm.tenant_run import DispatchHooks
 from shared.platform.db import tenant_tx
 from shared.platform.settings import get_settings
-from tests.ads_support import AdsControl, connect_meta, insight_rows, invoke_sync, sync_event
+from tests.ads_support import AdsControl, connect_meta, insight_rows, run_sync
 from tests.fixtures_dispatch import HIGH_CAP, add_leads, add_rule, dispatch, make_retries_due
 from tests.fixtures_oauth import Browser, credential_rows
 from tests.fixtures_whatsapp import connect, fetch, new_account
@@ -239,7 +239,7 @@ def ads_pair(api, ads, tenant_id, other_tenant_id):
                             json={"account_id": account["account_id"]})
         assert response.status_code == 200, response.text
     account_id = account["account_id"]
-    assert invoke_sync(sync_event(other_tenant_id, account_id))["outcome"] == "completed"
+    assert run_sync(other_tenant_id, account_id)["outcome"] == "completed"
     return {"faulty": tenant_id, "clean": other_tenant_id, "account_id": account_id,
             "user_id": user["user_id"]}
 
@@ -266,7 +266,7 @@ def test_sync_under_faults_resumes_to_the_same_rows_as_a_clean_sync(ads_pair, ad
         meta.inject_fault("token_error", insights, count=EXHAUSTING, subcode=460)
     else:
         _inject(meta, {"burst_5xx": "transient"}.get(fault, fault), insights)
-    first = invoke_sync(sync_event(tenant, account_id))
+    first = run_sync(tenant, account_id)
     meta.clear_faults()
 
     expected_outcome = {"rate_limit": "throttled", "revoked": "needs_reconnect"}.get(fault,
@@ -274,12 +274,12 @@ def test_sync_under_faults_resumes_to_the_same_rows_as_a_clean_sync(ads_pair, ad
     assert first["outcome"] == expected_outcome, first
     if fault == "rate_limit":
         assert first["blocked_until"]
-        assert invoke_sync(sync_event(tenant, account_id))["outcome"] == "blocked"
+        assert run_sync(tenant, account_id)["outcome"] == "blocked"
         _unblock(tenant, account_id)
     if fault == "revoked":
         assert _credential_status(tenant) == "needs_reconnect"
         connect_meta(ads, tenant, ads_pair["user_id"])  # the admin reconnects
-    second = invoke_sync(sync_event(tenant, account_id))
+    second = run_sync(tenant, account_id)
     assert second["outcome"] == "completed", second
     assert _insights(tenant, account_id) == _insights(ads_pair["clean"], account_id)
 

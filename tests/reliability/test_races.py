@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 
 from devstack.lambda_context import LocalContext
+from devstack.queues import deliver_all
 from sandbox.whatsapp_send import SendControl
 from shared.connection import credentials
 from shared.hsm.claims import Result, write_results
 from shared.platform.db import tenant_tx
 from shared.platform.settings import get_settings
-from tests.ads_support import AdsControl, connect_meta, insight_rows, invoke_sync, sync_event
+from tests.ads_support import AdsControl, connect_meta, insight_rows, run_sync
 from tests.fixtures_dispatch import HIGH_CAP, add_leads, add_rule, dispatch
 from tests.fixtures_whatsapp import (
     connect,
@@ -102,6 +103,7 @@ def test_duplicated_scheduled_dispatch_events_send_each_lead_once(sender, tenant
 
     together(2, tick)
     tick()
+    deliver_all(queues={"HsmDispatchQueue"})  # the workers, fed as Lambda feeds them
     accepted = _accepted(sender)
     assert len(accepted) == len(set(accepted)) == 20
     rows = fetch(tenant_id, "SELECT status, count(*) AS n FROM automation_logs GROUP BY status")
@@ -168,7 +170,7 @@ def ads_pair(api, stack, tenant_id, other_tenant_id):
             assert api.post("/crm/marketing/connect", tenant_id=tenant,
                             json={"account_id": account["account_id"]}).status_code == 200
     account_id = account["account_id"]
-    assert invoke_sync(sync_event(other_tenant_id, account_id))["outcome"] == "completed"
+    assert run_sync(other_tenant_id, account_id)["outcome"] == "completed"
     return {"raced": tenant_id, "clean": other_tenant_id, "account_id": account_id}
 
 
@@ -184,14 +186,13 @@ def _synced(tenant_id: str, account_id: str) -> tuple:
 def test_duplicated_sync_events_at_once_store_what_one_run_stores(ads_pair, runs):
     """The connect event delivered `runs` times at once (EventBridge delivers at least once)."""
     tenant, account_id = ads_pair["raced"], ads_pair["account_id"]
-    event = sync_event(tenant, account_id)
-    results = together(runs, lambda: invoke_sync(copy.deepcopy(event)))
+    results = together(runs, lambda: run_sync(tenant, account_id))
     outcomes = sorted(r["outcome"] for r in results)
     assert "completed" in outcomes
     assert set(outcomes) <= {"completed", "already_running"}, outcomes
     assert _synced(tenant, account_id) == _synced(ads_pair["clean"], account_id)
     # A late duplicate after the others finished changes nothing either.
-    invoke_sync(copy.deepcopy(event))
+    run_sync(tenant, account_id)
     assert _synced(tenant, account_id) == _synced(ads_pair["clean"], account_id)
 
 

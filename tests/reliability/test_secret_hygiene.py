@@ -29,7 +29,7 @@ from shared.connection.oauth_state import code_verifier
 from shared.platform.db import tenant_tx
 from shared.platform.observability import logger as app_logger
 from shared.platform.settings import get_settings
-from tests.ads_support import AdsControl, connect_meta, invoke_sync, sync_event
+from tests.ads_support import AdsControl, connect_meta, run_sync
 from tests.fixtures_dispatch import add_leads, dispatch
 from tests.fixtures_oauth import Browser
 from tests.fixtures_whatsapp import new_account, post_webhook, status, status_payload
@@ -184,7 +184,7 @@ def test_no_secret_in_any_log_response_event_or_url_across_every_flow(
             account_id = layout["demo_account_id"]
             assert api.post("/crm/marketing/connect", tenant_id=ads_tenant,
                             json={"account_id": account_id}).status_code == 200
-            invoke_sync(sync_event(ads_tenant, account_id))
+            run_sync(ads_tenant, account_id)
             for path in ("/crm/marketing/campaigns", "/crm/marketing/stats",
                          "/crm/marketing/stats/roi"):
                 assert api.get(path, tenant_id=ads_tenant, role="member").status_code == 200
