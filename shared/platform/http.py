@@ -151,7 +151,8 @@ def _non_json_body(event: dict) -> bool:
 def _unreadable_body(event: dict) -> str | None:
     """Why a JSON body cannot be read, or None. Checked before Powertools parses it: a body
     nested thousands of levels deep raised RecursionError inside its validation (a 500), and
-    text with an unpaired surrogate passed it only to fail in the database driver."""
+    text with an unpaired surrogate passed it only to fail in the database driver. A plain
+    syntax error is left to the route, which describes it the same way whatever the route."""
     method = ((event.get("requestContext") or {}).get("http") or {}).get("method", "")
     body = event.get("body")
     if method.upper() not in _BODY_METHODS or not body:
@@ -164,7 +165,7 @@ def _unreadable_body(event: dict) -> str | None:
     try:
         loads(body)
     except UnreadableJson as exc:
-        return exc.problem
+        return None if exc.malformed else exc.problem
     return None
 
 

@@ -20,11 +20,13 @@ DEFAULT_MAX_DEPTH = 32
 
 
 class UnreadableJson(ValueError):
-    """The bytes are not JSON we accept. `problem` is for the client (never echoes the input)."""
+    """The bytes are not JSON we accept. `problem` is for the client (never echoes the input);
+    `malformed`: a plain syntax error, which every JSON parser reports as well."""
 
-    def __init__(self, problem: str) -> None:
+    def __init__(self, problem: str, *, malformed: bool = False) -> None:
         super().__init__(problem)
         self.problem = problem
+        self.malformed = malformed
 
 
 def loads(raw: bytes | str, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
@@ -37,14 +39,16 @@ def loads(raw: bytes | str, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
         value = json.loads(text, parse_constant=_not_json)
     except RecursionError:
         raise UnreadableJson(f"nested deeper than {max_depth} levels") from None
-    except ValueError:
-        raise UnreadableJson("not valid JSON") from None
+    except UnreadableJson:
+        raise
+    except ValueError as exc:
+        raise UnreadableJson(f"not valid JSON: {exc}", malformed=True) from None
     check(value, max_depth=max_depth)
     return value
 
 
 def _not_json(token: str) -> Any:
-    raise ValueError(f"{token} is not JSON")
+    raise UnreadableJson("NaN and Infinity are not JSON")
 
 
 def check(value: Any, *, max_depth: int = DEFAULT_MAX_DEPTH) -> None:

@@ -141,7 +141,8 @@ def test_a_body_that_is_not_json_at_all_is_a_422_with_the_field(api, populated):
     response = api.post("/crm/marketing/hsm/rules", tenant_id=populated.tenant_id,
                         content=b'{"name": ', headers={"Content-Type": "application/json"})
     error = assert_error(response, 422, "validation_error")
-    assert error["details"] == [{"field": "body", "problem": "not valid JSON"}]
+    assert [d["field"] for d in error["details"]] == ["body"]
+    assert error["details"][0]["problem"].startswith("not valid JSON")
 
 
 def test_json_values_python_accepts_but_json_does_not_are_refused(api, populated):
@@ -152,6 +153,6 @@ def test_json_values_python_accepts_but_json_does_not_are_refused(api, populated
                                content=f'{{"delay_hours": {raw}}}'.encode(),
                                headers={"Content-Type": "application/json"})
         error = assert_error(response, 422, "validation_error")
-        assert error["details"] == [{"field": "body", "problem": "not valid JSON"}]
+        assert error["details"] == [{"field": "body", "problem": "NaN and Infinity are not JSON"}]
     assert json.loads(api.get("/crm/marketing/hsm/rules", tenant_id=populated.tenant_id)
                       .text)["rules"][0]["delay_hours"] == 24
