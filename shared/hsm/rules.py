@@ -130,7 +130,8 @@ def visible_text(value: str) -> str:
 
 
 _INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
-RuleName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(visible_text)]
+RuleName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"),
+                     AfterValidator(visible_text)]  # the pattern: what the OpenAPI document says
 TemplateName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,512}$")]
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(_[A-Za-z]{2,4})?$")]
 DelayHours = Annotated[StrictInt, Field(ge=1, le=720)]

@@ -5,7 +5,9 @@
   surfaced as a 500);
 - strings with unpaired surrogates (`"\\ud800"` is valid JSON) that no UTF-8 encoder, and so no
   Postgres parameter, accepts (a 500 in the database driver);
-- NaN and Infinity, which are not JSON at all (RFC 8259) but which Python reads as floats.
+- NaN and Infinity, which are not JSON at all (RFC 8259) but which Python reads as floats;
+- a number of more than 4,300 digits, which Python refuses with a plain ValueError (not the
+  JSONDecodeError parsers are expected to raise: Powertools let it through as a 500).
 `loads` refuses these, and anything nested deeper than a caller's bodies ever are, with one
 exception type that the edges map to a client error.
 """
@@ -41,8 +43,10 @@ def loads(raw: bytes | str, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
         raise UnreadableJson(f"nested deeper than {max_depth} levels") from None
     except UnreadableJson:
         raise
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise UnreadableJson(f"not valid JSON: {exc}", malformed=True) from None
+    except ValueError:
+        raise UnreadableJson("a number with more digits than any field takes") from None
     check(value, max_depth=max_depth)
     return value
 

@@ -105,7 +105,7 @@ def test_template_sync_webhooks_and_dispatch_of_b_without_rls_leave_a_alone(
         "id": b.setup.waba_id, "time": 1_900_000_000, "changes": [{
             "field": "message_template_status_update",
             "value": {"event": "DISABLED", "message_template_id": a_template,
-                      "message_template_name": "lead_followup_es",
+                      "message_template_name": "only_a_has_this_name",
                       "message_template_language": "es"}}]}]})
     assert response.status_code == 200, response.text
     summary = dispatch(b.tenant_id)
