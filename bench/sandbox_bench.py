@@ -7,6 +7,10 @@ sandbox the tests and `make dev` run): bulk set-ups that would take thousands of
         account), plus `personal` accounts of the user's own -> the distinct account ids
     POST /__sandbox/bench/tokens {"count", "expires_in_seconds", "scopes"}
         `count` long-lived user tokens, one per new user, expiring as asked
+    POST /__sandbox/bench/sends {"phone_number_ids", "since"}
+        the acceptance times (the machine's monotonic clock) of every send to these numbers
+        after `since`: one call where a thousand per-number reads would load the sandbox
+        the bench is measuring
 """
 
 from __future__ import annotations
@@ -71,6 +75,17 @@ def tokens(ctx: Ctx) -> dict[str, Any]:
                                           expires_at=expires_at)
             out.append({"user_id": user_id, "access_token": token.value})
     return {"tokens": out, "expires_at": expires_at}
+
+
+@area.control("POST", "/bench/sends")
+def sends(ctx: Ctx) -> dict[str, Any]:
+    body = ctx.json_body()
+    since = float(body.get("since", 0.0))
+    state = ctx.world.area("whatsapp_send")
+    with ctx.world.lock:
+        monos = [m.mono for phone in body["phone_number_ids"]
+                 for m in state.sent.get(str(phone), []) if m.mono >= since]
+    return {"monos": monos}
 
 
 def attach(app: SandboxApp) -> None:

@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from devstack.queues import invoke, receive, settle
+from devstack.queues import invoke, queue_arn, queue_url, receive, settle
 from devstack.template import queue_consumers
 
 QUEUE = "HsmDispatchQueue"
@@ -29,8 +29,10 @@ def main() -> int:
     if sys.stdin.readline().strip() != "go":
         return 0
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    url = queue_url(QUEUE)
+    arn = queue_arn(url)
     while not stop.is_set():
-        event, url = receive(consumer, wait_seconds=1)  # the event source's long poll
+        event, url = receive(consumer, url=url, arn=arn, wait_seconds=1)  # a long poll
         if event["Records"]:
             settle(url, event, invoke(consumer, event))
     return 0

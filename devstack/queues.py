@@ -34,6 +34,11 @@ def queue_url(logical_id: str) -> str:
     return _sqs().get_queue_url(QueueName=f"local-{logical_id}")["QueueUrl"]
 
 
+def queue_arn(url: str) -> str:
+    return _sqs().get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+
+
 def lambda_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
     """Lambda's SQS batch event for messages as ReceiveMessage returned them."""
     return {"Records": [{
@@ -49,19 +54,17 @@ def lambda_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, An
     } for m in messages]}
 
 
-def receive(consumer: QueueConsumer, max_messages: int | None = None,
+def receive(consumer: QueueConsumer, *, url: str | None = None, arn: str | None = None,
             wait_seconds: int = 0) -> tuple[dict, str]:
     """One batch as the event source would take it: (Lambda event, queue URL). With
-    `wait_seconds`, a long poll, as the event source's pollers do."""
-    sqs = _sqs()
-    url = queue_url(consumer.queue)
-    answer = sqs.receive_message(
-        QueueUrl=url, MaxNumberOfMessages=min(10, max_messages or consumer.batch_size),
+    `wait_seconds`, a long poll, as the event source's pollers do; a poller that knows its
+    queue's URL and ARN passes them."""
+    url = url or queue_url(consumer.queue)
+    answer = _sqs().receive_message(
+        QueueUrl=url, MaxNumberOfMessages=min(10, consumer.batch_size),
         VisibilityTimeout=6 * consumer.timeout, AttributeNames=["All"],
         WaitTimeSeconds=wait_seconds)
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
-    return lambda_event(answer.get("Messages", []), arn), url
+    return lambda_event(answer.get("Messages", []), arn or queue_arn(url)), url
 
 
 def invoke(consumer: QueueConsumer, event: dict[str, Any]) -> dict[str, Any]:
@@ -81,12 +84,14 @@ def settle(url: str, event: dict[str, Any], answer: dict[str, Any]) -> int:
     """Delete what the batch did; make its failures visible again. Returns the failures."""
     sqs = _sqs()
     failed = {f.get("itemIdentifier") for f in answer.get("batchItemFailures") or []}
-    for record in event["Records"]:
-        if record["messageId"] in failed:
-            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=record["receiptHandle"],
-                                          VisibilityTimeout=0)
-        else:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=record["receiptHandle"])
+    done = [{"Id": str(i), "ReceiptHandle": r["receiptHandle"]}
+            for i, r in enumerate(event["Records"]) if r["messageId"] not in failed]
+    again = [{"Id": str(i), "ReceiptHandle": r["receiptHandle"], "VisibilityTimeout": 0}
+             for i, r in enumerate(event["Records"]) if r["messageId"] in failed]
+    if done:
+        sqs.delete_message_batch(QueueUrl=url, Entries=done)
+    if again:
+        sqs.change_message_visibility_batch(QueueUrl=url, Entries=again)
     return len(failed)
 
 

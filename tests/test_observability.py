@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from devstack.lambda_context import LocalContext
-from shared.hsm.threads import DB, PREPARE, RunThreads
+from shared.hsm.threads import RunThreads
 from shared.meta.errors import MetaTransient
 from shared.platform.observability import entrypoint, logger
 
@@ -113,8 +113,8 @@ def test_the_dispatchers_worker_threads_log_the_invoking_function(log_lines):
         async def work():
             threads = RunThreads()
             try:
-                await threads.run(logger.info, "in_db_thread", pool=DB)
-                await threads.run(logger.info, "in_prepare_thread", pool=PREPARE)
+                await asyncio.gather(*(threads.run(logger.info, f"in_thread_{n}")
+                                       for n in range(2)))
             finally:
                 threads.close()
 
@@ -123,7 +123,7 @@ def test_the_dispatchers_worker_threads_log_the_invoking_function(log_lines):
     handler({}, LocalContext("HsmDispatchFunction"))
 
     lines = {line["message"]: line for line in log_lines()}
-    for message in ("in_db_thread", "in_prepare_thread"):
+    for message in ("in_thread_0", "in_thread_1"):
         assert lines[message]["function_name"] == "HsmDispatchFunction"
         assert lines[message]["function_request_id"]
 

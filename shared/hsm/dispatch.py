@@ -59,8 +59,7 @@ class TenantResult:
     tenant_id: str
     summary: DispatchSummary = field(default_factory=DispatchSummary)
     statuses: Counter[str] = field(default_factory=Counter)
-    started: bool = True  # False: too little time was left to start it
-    backlog_left: bool = False  # its time ran out with work left: run it again now
+    backlog_left: bool = False  # its time ran out (or never came) with work left: run it now
     error: Exception | None = None  # the run failed (after winding down): retry it later
 
 
@@ -84,7 +83,7 @@ class Dispatcher:
             # Sends stop at the soft deadline (a send's timeout before the end): don't start a
             # tenant that would have almost no time to send.
             if self.deadline - time.monotonic() < send_reserve_seconds() + MIN_TENANT_SECONDS:
-                return TenantResult(tenant_id, started=False, backlog_left=True)
+                return TenantResult(tenant_id, backlog_left=True)
             job = TenantDispatch(tenant_id, self.run_id, self.deadline, self.hooks, self.threads)
             try:
                 await job.run()

@@ -2,7 +2,7 @@
 has due work, its sender and token, and a plan per rule saying whether the rule can send now and
 why not. Nothing here calls Meta; the token is decrypted (KMS) only for a tenant with due work.
 
-Runs on the run's prepare threads (shared.hsm.threads).
+Runs on the container's dispatch threads (shared.hsm.threads).
 """
 
 from __future__ import annotations

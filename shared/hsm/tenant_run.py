@@ -22,7 +22,7 @@ from shared.hsm.planning import TenantPlan, prepare_tenant
 from shared.hsm.recording import Recording
 from shared.hsm.reserving import QUEUE_END, Reserving
 from shared.hsm.sending import Sending
-from shared.hsm.threads import PREPARE, RunThreads
+from shared.hsm.threads import RunThreads
 from shared.meta.errors import MetaError
 from shared.platform.db import tenant_tx
 from shared.platform.observability import logger
@@ -97,9 +97,8 @@ class TenantDispatch(Reserving, Sending, Recording):
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def run(self) -> DispatchSummary:
-        # Its own threads: a tenant's lease, recovery and token must not hold up others' sends.
         self.plan = await self.threads.run(prepare_tenant, self.tenant_id, self.run_id,
-                                           self.deadline, pool=PREPARE)
+                                           self.deadline)
         if self.plan is None:
             return self.summary
         self.rules = {p.rule.id: p for p in self.plan.rules}
