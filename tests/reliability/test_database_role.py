@@ -45,6 +45,8 @@ def make_role(stack, owner) -> Iterator:
 
     yield make
     for role in made:
+        owner.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                      " WHERE usename = %s", (role,))
         owner.execute(f"DROP OWNED BY {role}")
         owner.execute(f"DROP ROLE {role}")
 

@@ -57,6 +57,11 @@ def functions_bypass_rls(stack, owner, monkeypatch):
     get_settings.cache_clear()
     db.reset_connection()
     db._safe_dsns.discard(dsn)
+    # Worker threads (the dispatch pool, the refresh run's) keep their connections: end the
+    # role's sessions, so each reconnects as the app role instead of serving later tests as a
+    # role about to be dropped.
+    owner.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                  (role,))
     owner.execute(f"DROP OWNED BY {role}")
     owner.execute(f"DROP ROLE {role}")
 
