@@ -11,7 +11,7 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-BINDING_COOKIE = "mh_oauth_binding"
+from shared.connection.oauth_state import BINDING_COOKIE
 
 
 def _binding(response: httpx.Response) -> str:

@@ -111,12 +111,14 @@ class SandboxControl:
     def consent(self, *, redirect_uri: str, state: str, scopes: list[str],
                 granted: list[str] | None = None, decision: str = "allow",
                 user: str = "10001", client_id: str = SEED_APP_ID,
-                version: str = "v26.0") -> dict[str, str]:
+                version: str = "v26.0", extra: dict[str, str] | None = None
+                ) -> dict[str, str]:
         """Drive the consent shortcut as a person would; returns the redirect's query params
-        (code/state or error/...). `granted=None` grants everything requested."""
+        (code/state or error/...). `granted=None` grants everything requested; `extra` adds
+        dialog parameters (e.g. code_challenge)."""
         form: dict[str, Any] = {"client_id": client_id, "redirect_uri": redirect_uri,
                                 "state": state, "scope": ",".join(scopes), "decision": decision,
-                                "user": user}
+                                "user": user, **(extra or {})}
         if granted is not None:
             form["granted"] = ",".join(granted)
         response = httpx.post(f"{self.url}/{version}/dialog/oauth/decide", data=form,

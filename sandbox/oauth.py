@@ -1,7 +1,15 @@
-"""OAuth area: login dialog, code and token exchange, debug_token, /me (META_API.md §1-§4)."""
+"""OAuth area: login dialog, code and token exchange, debug_token, /me (META_API.md §1-§4).
+
+PKCE (RFC 7636) as Meta is observed to apply it to the code flow: a dialog opened with a
+`code_challenge` binds its code to that challenge, and the code exchange then needs the matching
+`code_verifier` (S256 or plain), refusing a missing or wrong one with Meta's "Invalid code
+verifier" error; a code issued without a challenge is exchanged without a verifier.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
@@ -12,7 +20,7 @@ from urllib.parse import urlencode
 from werkzeug.wrappers import Response
 
 from sandbox.core import Area, Ctx, GraphError, json_response, token_error
-from sandbox.world import CODE_TTL_SECONDS, SEED_APP_ID, App, Token, World
+from sandbox.world import CODE_TTL_SECONDS, SEED_APP_ID, App, AuthCode, Token, World
 
 area = Area("oauth")
 
@@ -21,6 +29,13 @@ DECIDE_PATH = "/dialog/oauth/decide"
 IMPLICIT_SCOPES = ("public_profile",)
 APPROVE = {"allow", "approve", "continue"}
 CANCEL = {"cancel", "deny"}
+# RFC 7636 §4.1/§4.2: 43-128 characters of [A-Za-z0-9-._~] (a challenge has the same shape).
+_PKCE_VALUE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+PKCE_METHODS = {"S256", "plain"}
+INVALID_VERIFIER = ("Invalid code verifier. Code verifier should be a cryptographically random "
+                    "string using the characters A-Z, a-z, 0-9, and the punctuation characters "
+                    "-._~ (hyphen, period, underscore, and tilde), between 43 and 128 characters "
+                    "long.")
 
 
 def _scopes(raw: str) -> list[str]:
@@ -54,10 +69,14 @@ def dialog(ctx: Ctx) -> Response:
     checked = _check_client(ctx, p.get("client_id", ""), p.get("redirect_uri", ""))
     if isinstance(checked, Response):
         return checked
+    problem = _pkce_problem(p.get("code_challenge", ""), p.get("code_challenge_method", ""))
+    if problem:
+        return _error_page("Invalid code challenge", problem)
     requested = _scopes(p.get("scope", "")) or list(IMPLICIT_SCOPES)
     hidden = "".join(
         f'<input type="hidden" name="{k}" value="{escape(p.get(k, ""))}">'
-        for k in ("client_id", "redirect_uri", "state", "response_type", "auth_type", "scope"))
+        for k in ("client_id", "redirect_uri", "state", "response_type", "auth_type", "scope",
+                  "code_challenge", "code_challenge_method"))
     boxes = "".join(
         f'<li><label><input type="checkbox" name="granted" value="{escape(s)}" checked '
         f'data-testid="scope-{escape(s)}"> {escape(s)}</label></li>' for s in requested)
@@ -118,7 +137,13 @@ def decide(ctx: Ctx) -> Response:
         if implicit not in granted:
             granted.insert(0, implicit)
             declined = [s for s in declined if s != implicit]
-    code = ctx.world.issue_code(client_id, redirect_uri, user_id, granted, declined)
+    challenge = p.get("code_challenge") or None
+    problem = _pkce_problem(challenge or "", p.get("code_challenge_method", ""))
+    if problem:
+        return _error_page("Invalid code challenge", problem)
+    code = ctx.world.issue_code(client_id, redirect_uri, user_id, granted, declined,
+                                code_challenge=challenge,
+                                code_challenge_method=p.get("code_challenge_method") or "plain")
     _remember_overrides(ctx, code.value)
     query = {"code": code.value, "state": state}
     if "granted_scopes" in p.get("response_type", ""):
@@ -128,6 +153,27 @@ def decide(ctx: Ctx) -> Response:
 
 def _redirect(location: str) -> Response:
     return Response("", status=302, headers={"Location": location})
+
+
+def _pkce_problem(challenge: str, method: str) -> str | None:
+    if not challenge:
+        return "code_challenge_method without code_challenge" if method else None
+    if method and method not in PKCE_METHODS:
+        return f"Unsupported code_challenge_method {method!r}."
+    if not _PKCE_VALUE.fullmatch(challenge):
+        return "code_challenge must be 43-128 characters of A-Z, a-z, 0-9 and -._~"
+    return None
+
+
+def _verifier_matches(code: AuthCode, verifier: str) -> bool:
+    if not _PKCE_VALUE.fullmatch(verifier):
+        return False
+    if code.code_challenge_method == "S256":
+        digest = hashlib.sha256(verifier.encode("ascii")).digest()
+        expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    else:
+        expected = verifier
+    return hmac.compare_digest(expected, code.code_challenge or "")
 
 
 def _client(ctx: Ctx) -> App:
@@ -169,7 +215,12 @@ def access_token(ctx: Ctx) -> dict[str, Any]:
             raise GraphError(100, "Error validating verification code. Please make sure your "
                              "redirect_uri is identical to the one you used in the OAuth dialog "
                              "request", subcode=36008)
+        # A wrong verifier spends the code too (Meta's order is not documented; this is the
+        # stricter reading): whoever holds a stolen code gets one guess, not many.
         code.used = True
+        if code.code_challenge is not None and not _verifier_matches(
+                code, p.get("code_verifier", "")):
+            raise GraphError(1, INVALID_VERIFIER)
     token = world.issue_token(code.user_id, app.id, code.scopes, declined=code.declined)
     _carry_overrides(ctx, code.value, token.value)
     return _grant(ctx, token)

@@ -79,6 +79,9 @@ class AuthCode:
     declined: list[str]
     created_at: float
     used: bool = False
+    # PKCE (RFC 7636): the dialog's code_challenge binds the code to the verifier that made it.
+    code_challenge: str | None = None
+    code_challenge_method: str = "plain"
 
 
 @dataclass
@@ -168,9 +171,11 @@ class World:
         return token
 
     def issue_code(self, app_id: str, redirect_uri: str, user_id: str, scopes: list[str],
-                   declined: list[str]) -> AuthCode:
+                   declined: list[str], code_challenge: str | None = None,
+                   code_challenge_method: str = "plain") -> AuthCode:
         code = AuthCode(secrets.token_urlsafe(96), app_id, redirect_uri, user_id, scopes,
-                        declined, created_at=self.now())
+                        declined, created_at=self.now(), code_challenge=code_challenge,
+                        code_challenge_method=code_challenge_method)
         with self.lock:
             self.codes[code.value] = code
         return code

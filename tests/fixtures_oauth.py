@@ -33,7 +33,7 @@ class Flow:
     tenant_id: str
     state: str
     dialog_url: str
-    binding: str  # the mh_oauth_binding cookie value /url set in this browser
+    binding: str  # the binding cookie value /url set in this browser
 
 
 def binding_from(response: httpx.Response) -> str:

@@ -77,8 +77,8 @@ def test_env_json_sets_only_variables_the_template_declares():
     for function, values in env.items():
         if function != "Parameters":
             assert set(values) <= per_function[function], function
-    # A value for each variable the template cannot fill locally (dynamic references).
-    assert env["MetaWebhookFunction"]["META_VERIFY_TOKEN"]
+    # A value for each variable the template cannot fill locally (references to its resources).
+    assert env["MetaWebhookFunction"]["META_VERIFY_TOKEN_ARN"]
     assert globals_ - {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"} \
         <= set(env["Parameters"])
 

@@ -285,3 +285,21 @@ def test_member_gets_403_before_any_word_about_the_body(api, whatsapp_tenant, bo
         assert response.json()["error"]["code"] == "forbidden"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert [r["name"] for r in _stored(whatsapp_tenant)] == [VALID["name"]]
+
+
+@pytest.mark.parametrize("name", ["Seguimiento \u202egnp.exe", "Segui\u200bmiento",
+                                  "\u2066Seguimiento\u2069", "Seguimiento\u200f", "\ufeffSeg",
+                                  "Seg\u2060uimiento", "Seg\u2028uimiento"],
+                         ids=["rlo", "zwsp", "isolates", "rlm", "bom", "word_joiner", "line_sep"])
+def test_a_name_with_bidi_controls_or_zero_width_characters_is_refused(api, whatsapp_tenant,
+                                                                        name):
+    """Invisible characters make one rule's name look like another's, or reorder what the
+    CRM shows around it."""
+    response = api.post(RULES, tenant_id=whatsapp_tenant, json={**VALID, "name": name})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["field"] == "name"
+    assert _stored(whatsapp_tenant) == []
+    ok = _create(api, whatsapp_tenant, name="Seguimiento ☕ día 1")
+    patched = api.request("PATCH", f"{RULES}/{ok['id']}", tenant_id=whatsapp_tenant,
+                          json={"name": name})
+    assert patched.status_code == 422, patched.text

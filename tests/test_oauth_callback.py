@@ -18,7 +18,7 @@ from devstack.lambda_context import LocalContext
 from sandbox.world import OTHER_APP_ID
 from shared.connection import credentials
 from shared.connection.oauth_dialog import dialog_url
-from shared.connection.oauth_state import create_state
+from shared.connection.oauth_state import BINDING_COOKIE, code_verifier, create_state
 from shared.meta.graph import GraphClient
 from shared.platform.db import tenant_tx
 from shared.platform.settings import get_settings
@@ -79,8 +79,8 @@ def test_original_plan_scenario_callback_redirects_with_success_connected(
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["referrer-policy"] == "no-referrer"
     cleared = response.headers["set-cookie"]
-    assert cleared.startswith("mh_oauth_binding=;")
-    assert "Max-Age=0" in cleared and "Path=/crm/auth/meta" in cleared
+    assert cleared.startswith(f"{BINDING_COOKIE}=;")
+    assert "Max-Age=0" in cleared and "Path=/;" in cleared
 
     [row] = credential_rows(owner_db, tenant_id)
     now = datetime.now(UTC)
@@ -226,7 +226,8 @@ def test_expired_state_still_in_the_table_is_refused(browser, tenant_id, owner_d
 
 
 def _flow_for(tenant_id, new_state):
-    return Flow(tenant_id, new_state.state, dialog_url(new_state.state), new_state.binding)
+    return Flow(tenant_id, new_state.state,
+                dialog_url(new_state.state, new_state.code_challenge), new_state.binding)
 
 
 def test_missing_cookie_is_refused_and_burns_the_state(browser, tenant_id, owner_db, meta_log):
@@ -306,10 +307,11 @@ def _drop_debug_token(meta, **_):
     meta.inject_fault("drop", "/debug_token", count=10)
 
 
-def _use_the_code_first(meta, url, **_):
+def _use_the_code_first(meta, url, flow, **_):
     code = parse_qs(urlsplit(url).query)["code"][0]
     with GraphClient.for_token(None) as graph:
-        graph.exchange_code(code, get_settings().meta_redirect_uri)
+        graph.exchange_code(code, get_settings().meta_redirect_uri,
+                            code_verifier=code_verifier(flow.state, flow.binding))
 
 
 @pytest.mark.parametrize("break_meta", [
@@ -321,7 +323,7 @@ def test_meta_errors_timeouts_and_5xx_are_meta_error(browser, tenant_id, owner_d
                                                      meta_timeout, break_meta):
     flow = browser.start(tenant_id)
     url = browser.consent(flow)
-    break_meta(meta=meta, meta_timeout=meta_timeout, url=url)
+    break_meta(meta=meta, meta_timeout=meta_timeout, url=url, flow=flow)
 
     outcome = result(browser.callback(url, bindings=(flow.binding,)))
 
@@ -391,7 +393,7 @@ def test_two_concurrent_callbacks_with_one_state_store_at_most_one_token(
     def hit() -> None:
         with httpx.Client(timeout=30) as http:
             gate.wait()
-            answers.append(http.get(url, headers={"Cookie": f"mh_oauth_binding={flow.binding}"}))
+            answers.append(http.get(url, headers={"Cookie": f"{BINDING_COOKIE}={flow.binding}"}))
 
     threads = [threading.Thread(target=hit) for _ in range(2)]
     for thread in threads:
@@ -524,7 +526,7 @@ def test_sample_callback_events(stack, event_file, expected):
     assert answer["statusCode"] == 302
     location = answer["headers"]["Location"]
     assert location == f"{get_settings().frontend_url}/crm/marketing?error={expected}"
-    assert any(c.startswith("mh_oauth_binding=;") for c in answer["cookies"])
+    assert any(c.startswith(f"{BINDING_COOKIE}=;") for c in answer["cookies"])
 
 
 def test_sample_url_event(stack):

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlparse
 
 import boto3
 
-from shared.connection.oauth_state import sha256_hex
+from shared.connection.oauth_state import BINDING_COOKIE, sha256_hex
 from shared.platform.settings import get_settings
 
 
@@ -43,7 +43,8 @@ def test_admin_gets_dialog_url_and_state_is_stored(api, tenant_id):
     assert body["state"] not in str(item)  # only the hash is stored
 
     cookie = response.headers["set-cookie"]
-    assert "mh_oauth_binding=" in cookie
+    assert cookie.startswith(f"{BINDING_COOKIE}=")
+    assert "Path=/;" in cookie and "domain=" not in cookie.lower()  # what __Host- requires
     for attribute in ("HttpOnly", "Secure", "SameSite=Lax"):
         assert attribute.lower() in cookie.lower()
     assert response.headers["cache-control"] == "no-store"

@@ -209,3 +209,58 @@ def test_get_on_token_endpoint_works_but_is_flagged(meta_sandbox, sandbox_contro
         "client_secret": "sandbox-app-secret", "fb_exchange_token": short})
     assert answer.json()["token_type"] == "bearer"
     assert sandbox_control.requests("/oauth/access_token")[-1]["credential_in_url"] is True
+
+
+# -- PKCE (RFC 7636), as Meta applies it to the code flow --------------------------------------
+VERIFIER = "v" * 20 + "-._~" + "0123456789ABCDEFGHIJ"  # 44 characters of the RFC's alphabet
+
+
+def _s256(verifier: str) -> str:
+    import base64
+    import hashlib
+
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(
+        b"=").decode()
+
+
+@pytest.mark.parametrize(("method", "challenge"), [("S256", _s256(VERIFIER)),
+                                                   ("plain", VERIFIER)])
+def test_a_challenged_code_needs_its_verifier(sandbox_control, app_client, method, challenge):
+    pkce = {"code_challenge": challenge, "code_challenge_method": method}
+    for verifier in (None, "w" * 43, VERIFIER[:-1] + "K"):
+        code = sandbox_control.consent(redirect_uri=CALLBACK, state="s", scopes=SCOPES,
+                                       extra=pkce)["code"]
+        with pytest.raises(MetaRequestError, match="Invalid code verifier"):
+            app_client.exchange_code(code, CALLBACK, code_verifier=verifier)
+        with pytest.raises(MetaRequestError, match="has been used"):  # one guess per code
+            app_client.exchange_code(code, CALLBACK, code_verifier=VERIFIER)
+    code = sandbox_control.consent(redirect_uri=CALLBACK, state="s", scopes=SCOPES,
+                                   extra=pkce)["code"]
+    assert app_client.exchange_code(code, CALLBACK, code_verifier=VERIFIER).access_token
+
+
+def test_a_code_without_a_challenge_needs_no_verifier(sandbox_control, app_client):
+    code = sandbox_control.consent(redirect_uri=CALLBACK, state="s", scopes=SCOPES)["code"]
+    assert app_client.exchange_code(code, CALLBACK).access_token
+
+
+@pytest.mark.parametrize("params", [{"code_challenge": "short"},
+                                    {"code_challenge": _s256(VERIFIER),
+                                     "code_challenge_method": "S512"},
+                                    {"code_challenge_method": "S256"}])
+def test_the_dialog_refuses_a_malformed_challenge(meta_sandbox, params):
+    page = _dialog(meta_sandbox.url, **params)
+    assert page.status_code == 400
+    assert "Invalid code challenge" in page.text
+
+
+def test_the_consent_form_carries_the_challenge_to_the_code(meta_sandbox, app_client):
+    page = _dialog(meta_sandbox.url, code_challenge=_s256(VERIFIER),
+                   code_challenge_method="S256")
+    fields = _form_fields(page.text) + [("decision", "allow")]
+    answer = httpx.post(f"{meta_sandbox.url}/v26.0/dialog/oauth/decide",
+                        content=urlencode(fields),
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    code = parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
+    with pytest.raises(MetaRequestError, match="Invalid code verifier"):
+        app_client.exchange_code(code, CALLBACK)

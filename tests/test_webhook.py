@@ -108,10 +108,11 @@ def test_failed_is_final_with_code_and_title(api, sent):
     assert log["error_code"] == "131049"
     assert log["error_message"].startswith("This message was not delivered")
     assert log["failed_at"] is not None
-    # Later deliveries and duplicates change nothing.
+    # A read of the same second and a repeated failure leave it FAILED (a tie goes to the
+    # failure); the read's time is recorded all the same.
     post_webhook(api, status_payload(phone, [status(wamid, "read"), failed]))
     log = _log(tenant_id, sent["log"])
-    assert (log["status"], log["read_at"]) == ("FAILED", None)
+    assert (log["status"], log["error_code"]) == ("FAILED", "131049")
 
 
 def test_failed_wins_whatever_order_it_arrives_in(api, sent):
@@ -122,6 +123,72 @@ def test_failed_wins_whatever_order_it_arrives_in(api, sent):
     log = _log(tenant_id, sent["log"])
     assert (log["status"], log["error_code"], log["error_message"]) == (
         "FAILED", "131026", "Undeliverable")
+
+
+def test_an_old_failed_never_overwrites_a_later_delivered_or_read(api, sent):
+    """Meta retries for days: a FAILED from before the message was delivered and read can
+    arrive last. It used to win whatever came before it, turning a READ into FAILED."""
+    tenant_id, wamid, phone = sent["tenant_id"], sent["wamid"], sent["phone"]
+    for kind, ts in (("delivered", 1_760_000_200), ("read", 1_760_000_300)):
+        post_webhook(api, status_payload(phone, [status(wamid, kind, timestamp=ts)]))
+    stale = status(wamid, "failed", timestamp=1_760_000_100,
+                   errors=[{"code": 131050, "title": "User stopped marketing"}])
+    response = post_webhook(api, status_payload(phone, [stale]))
+    assert response.status_code == 200, response.text
+    log = _log(tenant_id, sent["log"])
+    assert (log["status"], log["error_code"], log["failed_at"]) == ("READ", None, None)
+    assert log["read_at"] == datetime.fromtimestamp(1_760_000_300, UTC)
+    assert _lead(tenant_id, sent["lead"])["whatsapp_opt_out"] is False  # the stale 131050 too
+
+
+def test_failure_and_delivery_end_the_same_in_either_order(api, sent):
+    """The later of the two by Meta's timestamp wins, whichever arrives first."""
+    tenant_id, phone = sent["tenant_id"], sent["phone"]
+    failed = {"code": 131026, "title": "Undeliverable"}
+    cases = [(1_760_000_100, 1_760_000_200, "DELIVERED"), (1_760_000_200, 1_760_000_100, "FAILED")]
+    for failed_at, delivered_at, expected in cases:
+        rows = []
+        for first in ("failed", "delivered"):
+            wamid = f"wamid.{uuid.uuid4().hex}"
+            log = insert_log(tenant_id, sent["rule"], insert_lead(tenant_id), status="SENT",
+                             wamid=wamid)
+            updates = {"failed": status(wamid, "failed", timestamp=failed_at, errors=[failed]),
+                       "delivered": status(wamid, "delivered", timestamp=delivered_at)}
+            second = "delivered" if first == "failed" else "failed"
+            for kind in (first, second):
+                post_webhook(api, status_payload(phone, [updates[kind]]))
+            row = _log(tenant_id, log)
+            rows.append({k: row[k] for k in ("status", "error_code", "error_message",
+                                              "failed_at", "delivered_at", "read_at")})
+        assert rows[0] == rows[1], (failed_at, delivered_at, rows)
+        assert rows[0]["status"] == expected
+
+
+def test_the_same_delivery_twice_is_applied_once(api, sent):
+    """Meta retries a delivery it did not see answered; a captured one can be replayed. A body
+    already applied is answered 200 and not applied again (not even `updated_at` moves)."""
+    tenant_id, wamid, phone = sent["tenant_id"], sent["wamid"], sent["phone"]
+    body = json.dumps(status_payload(phone, [status(wamid, "delivered")])).encode()
+    first = post_webhook(api, body)
+    assert first.json()["received"]["statuses"] == 1
+    assert first.json()["received"]["duplicate"] == 0
+    stamped = _log(tenant_id, sent["log"])["updated_at"]
+    for _ in range(2):
+        again = post_webhook(api, body)
+        assert again.status_code == 200
+        assert again.json()["received"] == {**{k: 0 for k in first.json()["received"]},
+                                            "duplicate": 1}
+    assert _log(tenant_id, sent["log"])["updated_at"] == stamped
+    # The same update in other bytes is another delivery: applied (and idempotent).
+    other = post_webhook(api, json.dumps(status_payload(phone, [status(wamid, "delivered")]),
+                                         indent=1).encode())
+    assert other.json()["received"]["statuses"] == 1
+
+
+def test_a_delivery_refused_before_it_was_applied_is_not_remembered(api, sent):
+    body = json.dumps(status_payload(sent["phone"], [status(sent["wamid"], "read")])).encode()
+    assert post_webhook(api, body, signature="sha256=" + "0" * 64).status_code == 401
+    assert post_webhook(api, body).json()["received"]["statuses"] == 1
 
 
 def test_user_stopped_marketing_failure_opts_the_lead_out(api, sent):

@@ -154,7 +154,12 @@ def test_number_connected_by_another_tenant_is_409(api, whatsapp_setup, stack_sa
                         json={"waba_id": whatsapp_setup.waba_id,
                               "phone_number_id": whatsapp_setup.phone_number_id})
     assert response.status_code == 409
-    assert response.json()["error"]["code"] == "conflict"
+    # Nothing about the tenant that holds it, not even that there is one.
+    assert response.json()["error"] == {
+        "code": "whatsapp_number_unavailable",
+        "message": "This WhatsApp number cannot be connected to this account. If it should be, "
+                   "contact support."}
+    assert whatsapp_setup.tenant_id not in response.text
     assert _sender(other_tenant_id) is None
     assert _sender(whatsapp_setup.tenant_id)["phone_number_id"] == whatsapp_setup.phone_number_id
 

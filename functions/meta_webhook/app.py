@@ -1,7 +1,8 @@
 """GET/POST /crm/webhooks/meta: Meta's verification handshake and signed WhatsApp updates.
 
-No JWT here (Meta calls it): the GET is gated by META_VERIFY_TOKEN, every POST by its
-X-Hub-Signature-256 over the raw body. The event is never logged.
+No JWT here (Meta calls it): the GET is gated by the verify token (META_VERIFY_TOKEN locally,
+the META_VERIFY_TOKEN_ARN secret in AWS), every POST by its X-Hub-Signature-256 over the raw
+body. The event is never logged.
 """
 
 from aws_lambda_powertools.event_handler import Response
@@ -16,10 +17,8 @@ app = build_resolver()
 
 @app.get("/crm/webhooks/meta")
 def verify():
-    token = get_settings().meta_verify_token
     params = app.current_event.query_string_parameters or {}
-    challenge = webhook.verify_subscription(
-        params, token.get_secret_value() if token else None)
+    challenge = webhook.verify_subscription(params, get_settings().verify_token())
     return Response(status_code=200, content_type="text/plain", body=challenge)
 
 
@@ -30,9 +29,10 @@ def receive():
     webhook.check_size(raw)
     webhook.check_signature(raw, webhook.header(event, webhook.SIGNATURE_HEADER),
                                  get_settings().app_secret())
-    return {"received": webhook.process(webhook.parse(raw))}
+    return {"received": webhook.receive(raw)}
 
 
 @entrypoint
 def lambda_handler(event: dict, context) -> dict:
-    return http_response(app, event, context)
+    # The body is read by `receive` itself, after its signature over the raw bytes is checked.
+    return http_response(app, event, context, read_body=False)

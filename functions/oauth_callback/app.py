@@ -10,7 +10,7 @@ from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
 from shared.connection.oauth_connect import CallbackInput, complete_connection
 from shared.connection.oauth_dialog import result_url
-from shared.connection.oauth_state import BINDING_COOKIE
+from shared.connection.oauth_state import BINDING_COOKIE, BINDING_COOKIE_PATH
 from shared.platform.deadlines import deadline_from_context
 from shared.platform.http import build_resolver, http_response
 from shared.platform.observability import entrypoint
@@ -20,7 +20,7 @@ app = build_resolver()
 _EXPIRED_BINDING = Cookie(
     name=BINDING_COOKIE,
     value="",
-    path="/crm/auth/meta",
+    path=BINDING_COOKIE_PATH,
     secure=True,
     http_only=True,
     same_site=SameSite.LAX_MODE,
@@ -29,7 +29,7 @@ _EXPIRED_BINDING = Cookie(
 
 
 def binding_values(cookies: list[str] | None) -> tuple[str, ...]:
-    """Every mh_oauth_binding value the browser sent (payload 2.0 lists cookies as name=value)."""
+    """Every binding cookie value the browser sent (payload 2.0 lists cookies as name=value)."""
     values = []
     for cookie in cookies or []:
         name, sep, value = cookie.strip().partition("=")

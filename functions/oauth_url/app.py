@@ -4,7 +4,12 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
 from shared.connection.oauth_dialog import dialog_url
-from shared.connection.oauth_state import BINDING_COOKIE, STATE_TTL_SECONDS, create_state
+from shared.connection.oauth_state import (
+    BINDING_COOKIE,
+    BINDING_COOKIE_PATH,
+    STATE_TTL_SECONDS,
+    create_state,
+)
 from shared.platform.http import build_resolver, current_principal, http_response
 from shared.platform.observability import entrypoint, logger
 
@@ -19,7 +24,7 @@ def get_dialog_url():
     cookie = Cookie(
         name=BINDING_COOKIE,
         value=new.binding,
-        path="/crm/auth/meta",
+        path=BINDING_COOKIE_PATH,
         secure=True,
         http_only=True,
         same_site=SameSite.LAX_MODE,
@@ -28,7 +33,7 @@ def get_dialog_url():
     return Response(
         status_code=200,
         content_type="application/json",
-        body={"url": dialog_url(new.state), "state": new.state},
+        body={"url": dialog_url(new.state, new.code_challenge), "state": new.state},
         cookies=[cookie],
     )
 

@@ -84,7 +84,11 @@ class MonthSplit:
 
 
 def _next_month(day: date) -> date:
-    return (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+    """The first day of the next month. After December 9999 there is none (date's range ends):
+    date.max then stands for "after every day", which is how the split uses the value."""
+    if day.month == 12:
+        return date(day.year + 1, 1, 1) if day.year < date.max.year else date.max
+    return date(day.year, day.month + 1, 1)
 
 
 def _previous_month(first_day: date) -> date:

@@ -1,7 +1,9 @@
 """Data access for connected ad accounts, their campaigns and daily insights. No HTTP here.
 
 Every function takes an open connection from shared.platform.db.tenant_tx (row-level security
-holds for each statement), except `due_accounts`, which runs in system_tx and returns ids only.
+holds for each statement, and each names its tenant too: the id it is given, or the
+transaction's `app_current_tenant()`), except `due_accounts`, which runs in system_tx and
+returns ids only.
 Upserts are one set-based statement each (unnest of arrays), so a page of 500 insight rows is one
 round trip, and re-running a sync updates rows in place instead of duplicating them.
 """
@@ -61,7 +63,8 @@ def upsert_account(conn: psycopg.Connection, tenant_id: str, info: AccountInfo,
 
 
 def get_account(conn: psycopg.Connection, account_id: str) -> dict[str, Any] | None:
-    return conn.execute("SELECT * FROM tenant_meta_accounts WHERE account_id = %s",
+    return conn.execute("SELECT * FROM tenant_meta_accounts"
+                        " WHERE tenant_id = app_current_tenant() AND account_id = %s",
                         (account_id,)).fetchone()
 
 
@@ -75,7 +78,7 @@ def claim_sync(conn: psycopg.Connection, account_id: str, lease_seconds: float, 
         UPDATE tenant_meta_accounts
         SET sync_lease_until = now() + make_interval(secs => %(lease)s),
             last_sync_started_at = now()
-        WHERE account_id = %(account)s
+        WHERE tenant_id = app_current_tenant() AND account_id = %(account)s
           AND (blocked_until IS NULL OR blocked_until <= now())
           AND (sync_lease_until IS NULL OR sync_lease_until <= now())
           AND (%(before)s::timestamptz IS NULL OR last_sync_finished_at IS NULL
@@ -92,7 +95,7 @@ def save_progress(conn: psycopg.Connection, account_id: str, *, stored_until: da
     """A chunk of days is stored: move the markers so an interrupted run resumes after it."""
     conn.execute(
         "UPDATE tenant_meta_accounts SET last_synced_date = %s, sync_resume_date = %s"
-        " WHERE account_id = %s",
+        " WHERE tenant_id = app_current_tenant() AND account_id = %s",
         (stored_until, resume_date, account_id),
     )
 
@@ -106,7 +109,7 @@ def save_report_run(conn: psycopg.Connection, account_id: str, run_id: str | Non
         SET report_run_id = %s, report_since = %s, report_until = %s,
             report_started_at = CASE WHEN %s::text IS NULL THEN NULL ELSE now() END,
             sync_resume_date = coalesce(%s, sync_resume_date)
-        WHERE account_id = %s
+        WHERE tenant_id = app_current_tenant() AND account_id = %s
         """,
         (run_id, since, until, run_id, since, account_id),
     )
@@ -124,7 +127,7 @@ def finish_sync(conn: psycopg.Connection, account_id: str, *, outcome: str, comp
             blocked_until = %s,
             campaigns_synced = coalesce(%s, campaigns_synced),
             last_sync_finished_at = CASE WHEN %s THEN now() ELSE last_sync_finished_at END
-        WHERE account_id = %s
+        WHERE tenant_id = app_current_tenant() AND account_id = %s
         """,
         (outcome, error, blocked_until, campaigns, completed, account_id),
     )

@@ -34,7 +34,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.ads import store
 from shared.ads.store import InsightRow
-from shared.connection.session import load_usable_credential, record_token_invalid
+from shared.connection.session import (
+    load_usable_credential,
+    record_token_invalid,
+    usable_token,
+)
 from shared.meta.errors import (
     MetaError,
     MetaPermissionDenied,
@@ -225,7 +229,7 @@ def sync_account(tenant_id: str, account_id: str, *, deadline: float | None,
         # Local: a tenant that is not connected is answered without loading httpx (cold start).
         from shared.meta.graph import GraphClient
 
-        graph = GraphClient.for_token(stored.token(), deadline=deadline)
+        graph = GraphClient.for_token(usable_token(stored), deadline=deadline)
         run = _Run(tenant_id, account_id, account, graph, options, deadline, result, sleep)
         _sync_campaigns(run)
         _sync_insights(run)

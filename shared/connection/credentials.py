@@ -1,7 +1,8 @@
 """The tenant's Meta user token: stored encrypted in `credentials`, read back for Graph calls.
 
 Data access only: callers pass an open tenant-scoped connection (shared.platform.db.tenant_tx), so
-row-level security holds for every statement here.
+row-level security holds for every statement here, and each statement names the transaction's
+tenant itself as well (`app_current_tenant()`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def load(conn: psycopg.Connection, *, for_update: bool = False,
          skip_locked: bool = False) -> StoredCredential | None:
     lock = " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE" if for_update else ""
     row = conn.execute(
-        f"SELECT {_COLUMNS} FROM credentials WHERE name = %s{lock}", (META_TOKEN,)  # noqa: S608
+        f"SELECT {_COLUMNS} FROM credentials"  # noqa: S608 - constant fragments only
+        f" WHERE tenant_id = app_current_tenant() AND name = %s{lock}", (META_TOKEN,)
     ).fetchone()
     if row is None:
         return None
@@ -87,7 +89,7 @@ def mark_needs_reconnect(conn: psycopg.Connection, reason: str) -> bool:
     """Flag the connection as broken; True when this call changed it (alert once)."""
     cur = conn.execute(
         "UPDATE credentials SET status = 'needs_reconnect', status_reason = %s, updated_at = now()"
-        " WHERE name = %s AND status <> 'needs_reconnect'",
+        " WHERE tenant_id = app_current_tenant() AND name = %s AND status <> 'needs_reconnect'",
         (reason[:200], META_TOKEN),
     )
     return cur.rowcount > 0

@@ -29,6 +29,7 @@ TOKEN_NOT_EXTENDED = "token_not_extended"
 DATA_ACCESS_EXPIRING = "data_access_expiring"
 TOKEN_INVALID = "token_invalid"
 REFRESH_FAILING = "refresh_failing"  # Meta keeps failing the renewal inside the promised window
+TOKEN_UNDECRYPTABLE = "token_undecryptable"  # the ciphertext does not open under its own row
 
 
 @dataclass(frozen=True)

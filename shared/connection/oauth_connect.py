@@ -3,7 +3,8 @@
 Four steps, three Meta calls in sequence and nothing else slow:
 1. consume the state once (shared.connection.oauth_state: atomic, expiry and browser binding
    checked);
-2. exchange the code for a short-lived token, then that for a long-lived one;
+2. exchange the code, with the flow's PKCE verifier, for a short-lived token, then that for a
+   long-lived one;
 3. `debug_token` with the app token: valid, issued to this app, whose user, which scopes, and
    the real expiry (Meta's `expires_in` is optional; `expires_at` 0 means never);
 4. store it encrypted in the tenant's row-level-security context (a reconnect replaces the token
@@ -41,7 +42,7 @@ class CallbackInput:
     state: str | None = field(default=None, repr=False)
     code: str | None = field(default=None, repr=False)
     error: str | None = None  # Meta's `error` parameter (access_denied when cancelled)
-    bindings: tuple[str, ...] = field(default=(), repr=False)  # mh_oauth_binding cookie values
+    bindings: tuple[str, ...] = field(default=(), repr=False)  # binding cookie values sent
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def complete_connection(request: CallbackInput, *, deadline: float | None = None
         else:
             consumed = consume_state(request.state, request.bindings)
             tenant_id = consumed.tenant_id
-            outcome = _connect(tenant_id, request.code, deadline)
+            outcome = _connect(tenant_id, request.code, consumed.code_verifier, deadline)
     except StateRejected as exc:
         outcome = Outcome(error="invalid_state", reason=exc.reason, tenant_id=exc.tenant_id)
     except _Refused as exc:
@@ -133,10 +134,11 @@ def _meta_sent_error(request: CallbackInput) -> Outcome:
     return Outcome(error=error, reason=reason, tenant_id=tenant_id)
 
 
-def _connect(tenant_id: str, code: str | None, deadline: float | None) -> Outcome:
+def _connect(tenant_id: str, code: str | None, verifier: str,
+             deadline: float | None) -> Outcome:
     if not code or len(code) > 4096:
         raise _Refused("meta_error", "no_code")
-    token = obtain_long_lived_token(code, deadline)
+    token = obtain_long_lived_token(code, verifier, deadline)
     with tenant_tx(tenant_id) as conn:
         credentials.save(
             conn,
@@ -150,14 +152,15 @@ def _connect(tenant_id: str, code: str | None, deadline: float | None) -> Outcom
     return Outcome(tenant_id=tenant_id, meta_user_id=token.meta_user_id)
 
 
-def obtain_long_lived_token(code: str, deadline: float | None) -> VerifiedToken:
-    """The three Meta calls, in sequence, under one deadline. Raises MetaError or _Refused."""
+def obtain_long_lived_token(code: str, verifier: str, deadline: float | None) -> VerifiedToken:
+    """The three Meta calls, in sequence, under one deadline. Raises MetaError or _Refused.
+    `verifier`: the flow's PKCE verifier; Meta refuses a code another flow obtained."""
     # Local: most callbacks that fail (bad state, access_denied) never reach Meta or need httpx.
     from shared.meta.graph import GraphClient
 
     settings = get_settings()
     with GraphClient.for_token(None, deadline=deadline) as graph:
-        short = graph.exchange_code(code, settings.meta_redirect_uri)
+        short = graph.exchange_code(code, settings.meta_redirect_uri, code_verifier=verifier)
         long = graph.exchange_long_lived(short.access_token)
         info = graph.debug_token(long.access_token)
     return verify_token(long.access_token, info, long.expires_in)

@@ -16,7 +16,8 @@ RESULT_PATH = "/crm/marketing"
 CALLBACK_ERRORS = frozenset({"access_denied", "invalid_state", "missing_scopes", "meta_error"})
 
 
-def dialog_url(state: str) -> str:
+def dialog_url(state: str, code_challenge: str) -> str:
+    """`code_challenge`: the flow's PKCE challenge (S256), binding Meta's code to this flow."""
     settings = get_settings()
     query = urlencode(
         {
@@ -24,6 +25,8 @@ def dialog_url(state: str) -> str:
             "redirect_uri": settings.meta_redirect_uri,
             "state": state,
             "response_type": "code",
+            "code_challenge": code_challenge,
+            "code_challenge_method": "S256",
             "scope": ",".join(settings.scopes),
             # Re-ask permissions the person declined before, instead of silently keeping them off.
             "auth_type": "rerequest",

@@ -34,6 +34,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from shared.connection import budget
 from shared.connection import token_store as store
 from shared.connection.health import NEEDS_RECONNECT, Horizons
 from shared.connection.token_renewal import (
@@ -102,6 +103,7 @@ def refresh_tenant_now(tenant_id: str, context: Any) -> dict[str, int]:
     with tenant_tx(tenant_id) as conn:
         if store.load_health(conn) is None:
             raise MetaNotConnected()
+        budget.spend(conn, tenant_id)
     deadline = min(deadline_from_context(context), time.monotonic() + MANUAL_BUDGET_SECONDS)
     outcomes, _ = _run_to_completion(_run([tenant_id], Horizons.from_settings(settings),
                                    deadline=deadline, force=True, concurrency=1,

@@ -26,6 +26,7 @@ from shared.connection.health import (
     REFRESH_FAILING,
     TOKEN_INVALID,
     TOKEN_NOT_EXTENDED,
+    TOKEN_UNDECRYPTABLE,
     Horizons,
     classify,
     is_absent,
@@ -139,7 +140,15 @@ class TenantRenewal:
         if claimed.status == EXPIRING and recently_tried and not self.force:
             return await self.alert_only(claimed, EXPIRING, claimed.status_reason)
         renew = claimed.expires_at is not None and (self.force or claimed.expires_at <= h.horizon)
-        token = await self.aws(credentials.unseal, claimed.tenant_id, claimed.ciphertext)
+        from shared.platform.crypto import TokenDecryptError  # loaded by unseal anyway
+
+        try:
+            token = await self.aws(credentials.unseal, claimed.tenant_id, claimed.ciphertext)
+        except TokenDecryptError:
+            # The ciphertext does not open under its row: no retry will change that.
+            return await self.conclude(
+                claimed, _keep_facts(claimed, NEEDS_RECONNECT, TOKEN_UNDECRYPTABLE),
+                MARKED_RECONNECT)
         return await self.ask_meta(claimed, token, renew)
 
     async def ask_meta(self, claimed: store.ClaimedCredential, token: str,

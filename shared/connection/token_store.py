@@ -1,7 +1,8 @@
 """Data access for the token lifecycle: the lease, the refresh result, alerts, the health read.
 
 No HTTP and no Meta here. Every tenant statement runs on a connection the caller opened with
-shared.platform.db.tenant_tx (row-level security); the two cross-tenant lookups are SECURITY
+shared.platform.db.tenant_tx (row-level security) and names its tenant itself too (the claimed
+row's, or the transaction's: `app_current_tenant()`); the two cross-tenant lookups are SECURITY
 DEFINER functions (migrations/0003) that return tenant ids or a count and run in
 shared.platform.db.system_tx.
 Every write after a claim is fenced by the lease id AND the ciphertext the claim read: a run
@@ -76,7 +77,7 @@ def claim(conn: psycopg.Connection, h: Horizons | None) -> ClaimedCredential | N
         UPDATE credentials c
         SET refresh_lease_id = %(lease)s,
             refresh_lease_until = now() + make_interval(secs => %(secs)s)
-        WHERE c.name = %(name)s
+        WHERE c.tenant_id = app_current_tenant() AND c.name = %(name)s
           AND (c.refresh_lease_until IS NULL OR c.refresh_lease_until < now())
           AND (%(force)s::boolean
                OR token_refresh_is_due(c, %(horizon)s::timestamptz, %(recheck)s::timestamptz))
@@ -95,7 +96,8 @@ def is_leased(conn: psycopg.Connection) -> bool | None:
     """None: no connection; else whether a live lease holds it (tenant_tx)."""
     row = conn.execute(
         "SELECT refresh_lease_until IS NOT NULL AND refresh_lease_until >= now() AS leased"
-        " FROM credentials WHERE name = %s", (META_TOKEN,)).fetchone()
+        " FROM credentials WHERE tenant_id = app_current_tenant() AND name = %s",
+        (META_TOKEN,)).fetchone()
     return None if row is None else bool(row["leased"])
 
 
@@ -139,13 +141,15 @@ def save_result(conn: psycopg.Connection, claimed: ClaimedCredential, result: Re
             refresh_lease_id = CASE WHEN %(keep)s::boolean THEN refresh_lease_id END,
             refresh_lease_until = CASE WHEN %(keep)s::boolean THEN refresh_lease_until END,
             updated_at = now()
-        WHERE name = %(name)s AND refresh_lease_id = %(lease)s AND ciphertext = %(old)s
+        WHERE tenant_id = %(tenant)s AND name = %(name)s AND refresh_lease_id = %(lease)s
+          AND ciphertext = %(old)s
         """,
         {"blob": result.new_ciphertext, "expires_at": result.expires_at,
          "data_access": result.data_access_expires_at, "scopes": list(result.scopes),
          "meta_user_id": result.meta_user_id, "status": result.status,
          "reason": (result.reason or None) and result.reason[:200], "keep": keep_lease,
-         "name": META_TOKEN, "lease": claimed.lease_id, "old": claimed.ciphertext},
+         "tenant": claimed.tenant_id, "name": META_TOKEN, "lease": claimed.lease_id,
+         "old": claimed.ciphertext},
     )
     return cur.rowcount == 1
 
@@ -157,9 +161,9 @@ def record_failure(conn: psycopg.Connection, claimed: ClaimedCredential) -> int 
         """
         UPDATE credentials SET refresh_failures = refresh_failures + 1,
             last_refresh_attempt_at = now(), refresh_lease_id = NULL, refresh_lease_until = NULL
-        WHERE name = %s AND refresh_lease_id = %s
+        WHERE tenant_id = %s AND name = %s AND refresh_lease_id = %s
         RETURNING refresh_failures
-        """, (META_TOKEN, claimed.lease_id)).fetchone()
+        """, (claimed.tenant_id, META_TOKEN, claimed.lease_id)).fetchone()
     return None if row is None else int(row["refresh_failures"])
 
 
@@ -169,19 +173,21 @@ def mark_notified(conn: psycopg.Connection, claimed: ClaimedCredential, status: 
         """
         UPDATE credentials SET reconnect_notified_at = now(), reconnect_notified_status = %s,
             refresh_lease_id = NULL, refresh_lease_until = NULL
-        WHERE name = %s AND refresh_lease_id = %s
-        """, (status, META_TOKEN, claimed.lease_id))
+        WHERE tenant_id = %s AND name = %s AND refresh_lease_id = %s
+        """, (status, claimed.tenant_id, META_TOKEN, claimed.lease_id))
     return cur.rowcount == 1
 
 
 def release(conn: psycopg.Connection, claimed: ClaimedCredential) -> None:
     conn.execute(
         "UPDATE credentials SET refresh_lease_id = NULL, refresh_lease_until = NULL"
-        " WHERE name = %s AND refresh_lease_id = %s", (META_TOKEN, claimed.lease_id))
+        " WHERE tenant_id = %s AND name = %s AND refresh_lease_id = %s",
+        (claimed.tenant_id, META_TOKEN, claimed.lease_id))
 
 
 def load_health(conn: psycopg.Connection) -> dict | None:
     """The connection's health columns (never the ciphertext), for token-status (tenant_tx)."""
     return conn.execute(
         "SELECT status, status_reason, expires_at, data_access_expires_at, scopes"
-        " FROM credentials WHERE name = %s", (META_TOKEN,)).fetchone()
+        " FROM credentials WHERE tenant_id = app_current_tenant() AND name = %s",
+        (META_TOKEN,)).fetchone()

@@ -1,8 +1,9 @@
 """automation_logs as the dispatcher's claim ledger: data access only, no HTTP, no Meta.
 
-Every function takes a connection from shared.platform.db.tenant_tx (row-level security holds)
-or, for the planner's `due_work` and `mark_queued`, from system_tx. The row life cycle is
-described in migrations/0006_hsm_dispatch.up.sql; in short:
+Every function takes a connection from shared.platform.db.tenant_tx (row-level security holds,
+and every statement names the transaction's tenant too: `tenant_id = app_current_tenant()`, or
+the id it is given) or, for the planner's `due_work` and `mark_queued`, from system_tx. The row
+life cycle is described in migrations/0006_hsm_dispatch.up.sql; in short:
 
     reserve (PENDING, claimed_by=run)  ->  permit (attempt_started_at)  ->  Meta  ->  result
                                             ^ the only gate before a send
@@ -121,7 +122,7 @@ def acquire_lease(conn: psycopg.Connection, tenant_id: str, holder: uuid.UUID,
 
 def release_lease(conn: psycopg.Connection, holder: uuid.UUID) -> None:
     conn.execute("UPDATE hsm_dispatch_leases SET expires_at = now(), last_finished_at = now() "
-                 "WHERE holder = %s", (holder,))
+                 "WHERE tenant_id = app_current_tenant() AND holder = %s", (holder,))
 
 
 # -- recovery at the start of a run -----------------------------------------------------------
@@ -134,7 +135,8 @@ def expire_started(conn: psycopg.Connection, older_than_seconds: float) -> int:
         "error_code = COALESCE(error_code, 'no_result'), "
         "error_message = COALESCE(error_message, 'The dispatcher stopped before Meta answered; "
         "the message may or may not have been sent.'), updated_at = now() "
-        "WHERE status = 'PENDING' AND attempt_started_at IS NOT NULL "
+        "WHERE tenant_id = app_current_tenant() AND status = 'PENDING' "
+        "AND attempt_started_at IS NOT NULL "
         "AND attempt_started_at < now() - make_interval(secs => %s)",
         (older_than_seconds,),
     )
@@ -146,7 +148,8 @@ def release_orphans(conn: psycopg.Connection, holder: uuid.UUID) -> int:
     sent, so they are released for re-claiming."""
     cur = conn.execute(
         "UPDATE automation_logs SET claimed_by = NULL, next_attempt_at = now(), "
-        "updated_at = now() WHERE status = 'PENDING' AND attempt_started_at IS NULL "
+        "updated_at = now() WHERE tenant_id = app_current_tenant() AND status = 'PENDING' "
+        "AND attempt_started_at IS NULL "
         "AND claimed_by IS NOT NULL AND claimed_by <> %s",
         (holder,),
     )
@@ -159,7 +162,8 @@ def revive_template_skips(conn: psycopg.Connection, rule_id: str) -> int:
     cur = conn.execute(
         "UPDATE automation_logs SET status = 'PENDING', claimed_by = NULL, "
         "next_attempt_at = now(), error_code = NULL, error_message = NULL, updated_at = now() "
-        "WHERE rule_id = %s AND status = 'SKIPPED' AND attempts = 0 "
+        "WHERE tenant_id = app_current_tenant() AND rule_id = %s AND status = 'SKIPPED' "
+        "AND attempts = 0 "
         "AND error_code LIKE 'template\\_%%'",
         (rule_id,),
     )
@@ -174,8 +178,9 @@ def skip_unreachable_released(conn: psycopg.Connection, rule_id: str) -> int:
             error_message = 'The lead opted out, was contacted or has no phone any more.',
             updated_at = now()
         FROM leads l
-        WHERE a.rule_id = %s AND a.status = 'PENDING' AND a.claimed_by IS NULL
-          AND a.attempt_started_at IS NULL AND l.id = a.lead_id AND NOT ({LEAD_REACHABLE})
+        WHERE a.tenant_id = app_current_tenant() AND a.rule_id = %s AND a.status = 'PENDING'
+          AND a.claimed_by IS NULL AND a.attempt_started_at IS NULL
+          AND l.tenant_id = a.tenant_id AND l.id = a.lead_id AND NOT ({LEAD_REACHABLE})
         """,  # noqa: S608 - constant fragments only
         (rule_id,),
     )
@@ -186,7 +191,8 @@ def skip_unreachable_released(conn: psycopg.Connection, rule_id: str) -> int:
 def enabled_rules(conn: psycopg.Connection) -> list[Rule]:
     rows = conn.execute(
         "SELECT id, name, delay_hours, template_name, language, body_params, send_window "
-        "FROM automation_rules WHERE enabled AND deleted_at IS NULL ORDER BY created_at, id"
+        "FROM automation_rules WHERE tenant_id = app_current_tenant() AND enabled "
+        "AND deleted_at IS NULL ORDER BY created_at, id"
     ).fetchall()
     return [Rule(str(r["id"]), r["name"], r["delay_hours"], r["template_name"], r["language"],
                  list(r["body_params"] or []), r["send_window"]) for r in rows]
@@ -205,7 +211,8 @@ def recent_recipients(conn: psycopg.Connection) -> int:
     row = conn.execute(
         """
         SELECT count(DISTINCT phone) AS n FROM automation_logs
-        WHERE claimed_at > now() - interval '25 hours' AND phone IS NOT NULL AND (
+        WHERE tenant_id = app_current_tenant()
+          AND claimed_at > now() - interval '25 hours' AND phone IS NOT NULL AND (
             (status IN ('SENT', 'DELIVERED', 'READ', 'UNKNOWN')
              AND COALESCE(sent_at, attempt_started_at, claimed_at) > now() - interval '24 hours')
             OR (status = 'FAILED' AND wamid IS NOT NULL
@@ -235,13 +242,14 @@ def reserve_released(conn: psycopg.Connection, rule: Rule, holder: uuid.UUID,
             updated_at = now()
         FROM leads l
         WHERE a.id IN (SELECT x.id FROM automation_logs x
-                       WHERE x.rule_id = %(rule_id)s AND x.status = 'PENDING'
+                       WHERE x.tenant_id = app_current_tenant() AND x.rule_id = %(rule_id)s
+                         AND x.status = 'PENDING'
                          AND x.claimed_by IS NULL AND x.attempt_started_at IS NULL
                          AND x.next_attempt_at <= now()
                        ORDER BY x.next_attempt_at, x.id
                        LIMIT %(limit)s
                        FOR UPDATE SKIP LOCKED)
-          AND l.id = a.lead_id AND {LEAD_REACHABLE}
+          AND l.tenant_id = a.tenant_id AND l.id = a.lead_id AND {LEAD_REACHABLE}
         RETURNING a.id AS log_id, a.lead_id, a.attempts, {LEAD_FIELDS}
         """,  # noqa: S608 - constant fragments only
         {"holder": holder, "rule_id": rule.id, "limit": limit,
@@ -265,7 +273,7 @@ def reserve_new(conn: psycopg.Connection, tenant_id: str, rule: Rule, holder: uu
             ON CONFLICT (tenant_id, rule_id, lead_id) DO NOTHING
             RETURNING id, lead_id, attempts)
         SELECT c.id AS log_id, c.lead_id, c.attempts, {LEAD_FIELDS}
-        FROM claimed c JOIN leads l ON l.id = c.lead_id
+        FROM claimed c JOIN leads l ON l.tenant_id = %(tenant)s AND l.id = c.lead_id
         ORDER BY l.created_at, l.id
         """,  # noqa: S608 - constant fragments only
         {"tenant": tenant_id, "rule_id": rule.id, "delay_hours": rule.delay_hours,
@@ -305,7 +313,8 @@ def permit(conn: psycopg.Connection, holder: uuid.UUID, log_ids: list[str]) -> s
         return set()
     rows = conn.execute(
         "UPDATE automation_logs SET attempt_started_at = now(), attempts = attempts + 1, "
-        "updated_at = now() WHERE id = ANY(%s::uuid[]) AND claimed_by = %s "
+        "updated_at = now() WHERE tenant_id = app_current_tenant() AND id = ANY(%s::uuid[]) "
+        "AND claimed_by = %s "
         "AND status = 'PENDING' AND attempt_started_at IS NULL RETURNING id",
         (log_ids, holder),
     ).fetchall()
@@ -319,7 +328,7 @@ def release(conn: psycopg.Connection, holder: uuid.UUID, unsent_ids: list[str]) 
         "UPDATE automation_logs SET claimed_by = NULL, next_attempt_at = now(), "
         "attempts = attempts - CASE WHEN attempt_started_at IS NULL THEN 0 ELSE 1 END, "
         "attempt_started_at = NULL, updated_at = now() "
-        "WHERE claimed_by = %s AND status = 'PENDING' "
+        "WHERE tenant_id = app_current_tenant() AND claimed_by = %s AND status = 'PENDING' "
         "AND (attempt_started_at IS NULL OR id = ANY(%s::uuid[]))",
         (holder, unsent_ids),
     )
@@ -335,24 +344,25 @@ _SENT = """
         error_message = CASE WHEN status IN ('PENDING', 'UNKNOWN') THEN NULL
                              ELSE error_message END,
         sent_at = COALESCE(sent_at, now()), claimed_by = NULL, updated_at = now()
-    WHERE id = %(id)s
+    WHERE tenant_id = app_current_tenant() AND id = %(id)s
 """
 _FAILED = """
     UPDATE automation_logs SET status = 'FAILED', error_code = %(code)s,
         error_message = %(message)s, failed_at = now(), claimed_by = NULL, updated_at = now()
-    WHERE id = %(id)s AND status = 'PENDING'
+    WHERE tenant_id = app_current_tenant() AND id = %(id)s AND status = 'PENDING'
 """
 _UNKNOWN = """
     UPDATE automation_logs SET status = 'UNKNOWN', error_code = %(code)s,
         error_message = %(message)s, claimed_by = NULL, updated_at = now()
-    WHERE id = %(id)s AND status = 'PENDING'
+    WHERE tenant_id = app_current_tenant() AND id = %(id)s AND status = 'PENDING'
 """
 # Meta refused without accepting: released with a backoff. Only this run's permitted rows.
 _RETRY = """
     UPDATE automation_logs SET claimed_by = NULL, attempt_started_at = NULL,
         next_attempt_at = now() + make_interval(secs => %(delay)s),
         error_code = %(code)s, error_message = %(message)s, updated_at = now()
-    WHERE id = %(id)s AND status = 'PENDING' AND claimed_by = %(holder)s
+    WHERE tenant_id = app_current_tenant() AND id = %(id)s AND status = 'PENDING'
+      AND claimed_by = %(holder)s
 """
 _BY_OUTCOME = {"SENT": _SENT, "FAILED": _FAILED, "UNKNOWN": _UNKNOWN, "RETRY": _RETRY}
 
@@ -361,7 +371,8 @@ _BY_OUTCOME = {"SENT": _SENT, "FAILED": _FAILED, "UNKNOWN": _UNKNOWN, "RETRY": _
 # same way (shared.whatsapp.webhook_store.lock_logs), so a flush and a webhook batch over the
 # same messages queue behind each other instead of deadlocking (each would otherwise lock in its
 # own order).
-_LOCK_BY_ID = "SELECT 1 FROM automation_logs WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE"
+_LOCK_BY_ID = ("SELECT 1 FROM automation_logs WHERE tenant_id = app_current_tenant()"
+               " AND id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE")
 
 
 def write_results(conn: psycopg.Connection, holder: uuid.UUID, results: list[Result]) -> None:
@@ -380,7 +391,8 @@ def write_results(conn: psycopg.Connection, holder: uuid.UUID, results: list[Res
     if opted_out:
         conn.execute(
             "UPDATE leads SET whatsapp_opt_out = true, whatsapp_opt_out_source = %s, "
-            "whatsapp_opt_out_changed_at = now() WHERE id = ANY(%s::uuid[]) "
+            "whatsapp_opt_out_changed_at = now() WHERE tenant_id = app_current_tenant() "
+            "AND id = ANY(%s::uuid[]) "
             "AND NOT whatsapp_opt_out",
             (OPT_OUT_131050, opted_out),
         )

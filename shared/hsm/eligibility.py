@@ -7,7 +7,7 @@ eligible for it, whatever that row's status. Quiet hours: outside the rule's sen
 is claimed at all (they simply wait for the window).
 
 These are SQL fragments over `leads l` and `automation_logs`, run by shared/hsm/claims.py inside
-the tenant's transaction (row-level security adds the tenant).
+the tenant's transaction (row-level security adds the tenant, and DUE_FOR_RULE names it too).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ LEAD_REACHABLE = ("l.phone IS NOT NULL AND NOT l.whatsapp_opt_out "
 # (created_at, id) so one run never re-reads the leads it already claimed.
 DUE_FOR_RULE = f"""
     SELECT l.id, l.phone, l.created_at FROM leads l
-    WHERE {LEAD_REACHABLE}
+    WHERE l.tenant_id = %(tenant)s AND {LEAD_REACHABLE}
       AND l.created_at <= now() - make_interval(hours => %(delay_hours)s)
       AND (l.created_at, l.id) > (%(after_created_at)s, %(after_id)s)
       AND NOT EXISTS (SELECT 1 FROM automation_logs a

@@ -5,7 +5,8 @@ row of a page, so pages never skip or repeat rows while new logs keep arriving.
 
 Phone numbers are masked ("+34*******789"): the log is an audit of deliveries, open to every
 member; the lead's full number stays on the lead record, and a masked number is still enough to
-tell leads apart when talking with support.
+tell leads apart when talking with support. Errors are a code and our own message
+(shared/hsm/log_errors.py), never Meta's text.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from shared.hsm import logs_store as store
+from shared.hsm.log_errors import describe
 from shared.hsm.logs_store import LogFilters
 from shared.platform.db import tenant_tx
 from shared.platform.errors import InvalidInput
@@ -100,9 +102,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def public_log(row: dict[str, Any]) -> dict[str, Any]:
-    error = None
-    if row["error_code"] or row["error_message"]:
-        error = {"code": row["error_code"], "message": row["error_message"]}
+    error = describe(row["error_code"] or ("unknown" if row["error_message"] else None))
     return {
         "id": str(row["id"]),
         "lead": {"id": str(row["lead_id"]), "name": row["lead_name"]},

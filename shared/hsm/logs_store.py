@@ -1,4 +1,5 @@
-"""automation_logs reads for the logs API, on a connection from shared.platform.db.tenant_tx."""
+"""automation_logs reads for the logs API, on a connection from shared.platform.db.tenant_tx (the
+statement names the transaction's tenant too, in the joins as well)."""
 
 from __future__ import annotations
 
@@ -24,14 +25,15 @@ _SELECT = """
            l.error_code, l.error_message, l.attempts, l.created_at, l.updated_at, l.sent_at,
            l.delivered_at, l.read_at, l.failed_at
     FROM automation_logs l
-    LEFT JOIN leads ld ON ld.id = l.lead_id
-    LEFT JOIN automation_rules r ON r.id = l.rule_id
+    LEFT JOIN leads ld ON ld.tenant_id = l.tenant_id AND ld.id = l.lead_id
+    LEFT JOIN automation_rules r ON r.tenant_id = l.tenant_id AND r.id = l.rule_id
+    WHERE l.tenant_id = app_current_tenant()
 """
 
 
 def page(conn: psycopg.Connection, filters: LogFilters, *, after: tuple[datetime, str] | None,
          limit: int) -> list[dict[str, Any]]:
-    where: list[str] = []
+    where: list[str] = []  # more conditions after _SELECT's tenant
     params: list[Any] = []
     if filters.rule_id:
         where.append("l.rule_id = %s")
@@ -48,7 +50,7 @@ def page(conn: psycopg.Connection, filters: LogFilters, *, after: tuple[datetime
     if after:
         where.append("(l.created_at, l.id) < (%s, %s)")
         params += [after[0], after[1]]
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    clause = "".join(f" AND {condition}" for condition in where)
     return conn.execute(
         f"{_SELECT} {clause} ORDER BY l.created_at DESC, l.id DESC LIMIT %s",  # noqa: S608
         (*params, limit),

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.connection import credentials
+from shared.connection.session import usable_token
 from shared.hsm import claims
 from shared.hsm.claims import Rule
 from shared.platform.db import tenant_tx
+from shared.platform.errors import MetaReconnectRequired
 from shared.platform.observability import logger, metrics
 from shared.whatsapp import senders, templates_store
 from shared.whatsapp.templates import (
@@ -118,9 +120,14 @@ def _prepare_leased(tenant_id: str, run_id: uuid.UUID) -> TenantPlan | None:
                                                               "reason": reason})
         _release_lease(tenant_id, run_id)
         return None
+    try:
+        token = usable_token(stored)  # marks the connection when its ciphertext is unusable
+    except MetaReconnectRequired:
+        _release_lease(tenant_id, run_id)
+        return None
     # Templates are read as stored: webhooks and the periodic template sync keep them current
     # (shared.whatsapp.template_sync), so no send waits for a Graph read. A template that
     # stopped being approved since is refused by Meta itself (132001/132015/132016).
     with tenant_tx(tenant_id) as conn:
         plans = [plan_rule(conn, rule) for rule in rules]
-    return TenantPlan(sender, stored.token(), plans)
+    return TenantPlan(sender, token, plans)

@@ -17,6 +17,7 @@ Decisions:
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, time
@@ -25,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -114,8 +116,22 @@ class SendWindow(BaseModel):
         return self
 
 
-# Printable text only: a name is shown in lists and logs (and Postgres refuses NUL bytes).
-RuleName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+def visible_text(value: str) -> str:
+    """A pydantic check for names people read: no control characters (Postgres refuses NUL),
+    and no invisible format characters, which make one name look like another or reorder
+    what is shown around it: bidi controls (U+202A-202E, U+2066-2069, U+200E/F, U+061C),
+    zero-width characters (U+200B-200D, U+2060, U+FEFF), line and paragraph separators. The
+    price: an emoji sequence joined by U+200D (a family, a flag variant) is refused too."""
+    for char in value:
+        if unicodedata.category(char) in _INVISIBLE:
+            raise ValueError(f"must not contain invisible or control characters "
+                             f"(U+{ord(char):04X})")
+    return value
+
+
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+RuleName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"),
+                     AfterValidator(visible_text)]  # the pattern: what the OpenAPI document says
 TemplateName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,512}$")]
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(_[A-Za-z]{2,4})?$")]
 DelayHours = Annotated[StrictInt, Field(ge=1, le=720)]

@@ -1,4 +1,5 @@
-"""automation_rules data access, on a connection from shared.platform.db.tenant_tx (RLS holds).
+"""automation_rules data access, on a connection from shared.platform.db.tenant_tx (RLS holds, and
+every statement names the transaction's tenant too: `app_current_tenant()`).
 
 Rules are deleted softly (deleted_at set, enabled cleared) so their logs stay readable.
 """
@@ -15,7 +16,9 @@ _SELECT = """
            r.body_params, r.send_window, r.enabled, r.created_by, r.created_at, r.updated_at,
            t.status AS template_status, t.rejection_reason AS template_rejection_reason
     FROM automation_rules r
-    LEFT JOIN meta_templates t ON t.name = r.template_name AND t.language = r.language
+    LEFT JOIN meta_templates t ON t.tenant_id = r.tenant_id AND t.name = r.template_name
+                              AND t.language = r.language
+    WHERE r.tenant_id = app_current_tenant()
 """
 
 EDITABLE = ("name", "trigger_type", "delay_hours", "template_name", "language", "body_params",
@@ -29,18 +32,19 @@ def _value(column: str, value: Any) -> Any:
 
 def list_live(conn: psycopg.Connection) -> list[dict[str, Any]]:
     return conn.execute(
-        _SELECT + " WHERE r.deleted_at IS NULL ORDER BY r.created_at, r.id").fetchall()
+        _SELECT + " AND r.deleted_at IS NULL ORDER BY r.created_at, r.id").fetchall()
 
 
 def get_live(conn: psycopg.Connection, rule_id: str, *, for_update: bool = False
              ) -> dict[str, Any] | None:
     if for_update:
         # Lock the rule row only (FOR UPDATE cannot apply to the nullable side of the join).
-        found = conn.execute("SELECT id FROM automation_rules WHERE id = %s AND deleted_at IS NULL"
-                             " FOR UPDATE", (rule_id,)).fetchone()
+        found = conn.execute("SELECT id FROM automation_rules"
+                             " WHERE tenant_id = app_current_tenant() AND id = %s"
+                             " AND deleted_at IS NULL FOR UPDATE", (rule_id,)).fetchone()
         if found is None:
             return None
-    return conn.execute(_SELECT + " WHERE r.id = %s AND r.deleted_at IS NULL",
+    return conn.execute(_SELECT + " AND r.id = %s AND r.deleted_at IS NULL",
                         (rule_id,)).fetchone()
 
 
@@ -63,7 +67,7 @@ def update(conn: psycopg.Connection, rule_id: str, changes: dict[str, Any]) -> N
     assignments = ", ".join(f"{c} = %s" for c in columns)
     conn.execute(
         f"UPDATE automation_rules SET {assignments}, updated_at = now() "  # noqa: S608
-        "WHERE id = %s AND deleted_at IS NULL",
+        "WHERE tenant_id = app_current_tenant() AND id = %s AND deleted_at IS NULL",
         (*[_value(c, changes[c]) for c in columns], rule_id),
     )
 
@@ -71,10 +75,11 @@ def update(conn: psycopg.Connection, rule_id: str, changes: dict[str, Any]) -> N
 def soft_delete(conn: psycopg.Connection, rule_id: str) -> bool:
     cur = conn.execute(
         "UPDATE automation_rules SET deleted_at = now(), enabled = false, updated_at = now() "
-        "WHERE id = %s AND deleted_at IS NULL", (rule_id,))
+        "WHERE tenant_id = app_current_tenant() AND id = %s AND deleted_at IS NULL", (rule_id,))
     return cur.rowcount > 0
 
 
 def sender_timezone(conn: psycopg.Connection) -> str | None:
-    row = conn.execute("SELECT timezone FROM whatsapp_senders").fetchone()
+    row = conn.execute("SELECT timezone FROM whatsapp_senders"
+                       " WHERE tenant_id = app_current_tenant()").fetchone()
     return row["timezone"] if row else None

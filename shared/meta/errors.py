@@ -173,8 +173,10 @@ def classify(
         return MetaRateLimited
     if code == 10 or code == 3 or (code is not None and 200 <= code <= 299):
         return MetaPermissionDenied
-    if code == 1 and message.startswith("Error validating client secret"):
-        # Meta reports a wrong app secret as code 1 ("unknown"): a config error, not a hiccup.
+    if code == 1 and message.startswith(("Error validating client secret",
+                                         "Invalid code verifier")):
+        # Meta reports a wrong app secret, and a PKCE verifier that does not match the code's
+        # challenge, as code 1 ("unknown"): refusals, not hiccups.
         return MetaRequestError
     if code in _TRANSIENT_CODES or is_transient or (http_status or 0) >= 500:
         return MetaTransient

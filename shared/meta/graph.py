@@ -122,10 +122,13 @@ class GraphClient(GraphCore):
         return results
 
     # -- app-token calls: secrets and codes only ever travel in POST bodies ------------------
-    def exchange_code(self, code: str, redirect_uri: str) -> TokenGrant:
+    def exchange_code(self, code: str, redirect_uri: str, *,
+                      code_verifier: str | None = None) -> TokenGrant:
         # A code is single-use: a blind retry would only turn a hiccup into "code has been used".
         body = {"client_id": self._app_id, "client_secret": self._app_secret,
                 "redirect_uri": redirect_uri, "code": code}
+        if code_verifier:
+            body["code_verifier"] = code_verifier  # PKCE: in the body, never in a URL
         return self.grant(self._send("POST", self.url("oauth/access_token"), token=None, data=body,
                                      retry=False))
 
@@ -234,9 +237,12 @@ class AsyncGraphClient(GraphCore):
             results += [decode_batch_item(item, self.last_usage) for item in items]
         return results
 
-    async def exchange_code(self, code: str, redirect_uri: str) -> TokenGrant:
+    async def exchange_code(self, code: str, redirect_uri: str, *,
+                            code_verifier: str | None = None) -> TokenGrant:
         body = {"client_id": self._app_id, "client_secret": self._app_secret,
                 "redirect_uri": redirect_uri, "code": code}
+        if code_verifier:
+            body["code_verifier"] = code_verifier
         return self.grant(await self._send("POST", self.url("oauth/access_token"), token=None,
                                            data=body, retry=False))
 

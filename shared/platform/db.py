@@ -2,7 +2,15 @@
 
 Row-level security on every tenant table reads the tenant from the transaction-local setting
 `app.tenant_id`; `tenant_tx` sets it with `set_config(..., true)` so it can never outlive the
-transaction and leak into the next invocation that reuses the connection.
+transaction and leak into the next invocation that reuses the connection. Every tenant statement
+also names its tenant itself (`tenant_id = app_current_tenant()`, or the id as a parameter), so
+a policy dropped or bypassed by mistake still leaves each statement scoped.
+
+Row-level security holds only for a role without BYPASSRLS that owns no table and gets no
+role-scoped policy (the lookup policies of migrations/0010 belong to a NOLOGIN role). The first
+connection of each container checks the role it got and refuses to serve with any other
+(`UnsafeDatabaseRole`): the template accepts any secret, and a DSN of the schema owner would
+otherwise show every tenant's rows to every tenant without a single error.
 """
 
 from __future__ import annotations
@@ -17,24 +25,82 @@ from typing import TypeVar
 import psycopg
 from psycopg.rows import dict_row
 
+from shared.platform.observability import logger
 from shared.platform.settings import get_settings
 
 _local = threading.local()
 T = TypeVar("T")
+_safe_dsns: set[str] = set()  # DSNs whose role passed the check in this container
+_safe_lock = threading.Lock()
 
 # Postgres aborts one side of a deadlock (or a serialization conflict); the whole transaction
 # can simply run again.
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
+class UnsafeDatabaseRole(RuntimeError):
+    """The functions' database role would see past row-level security. Raised on every attempt
+    to connect: the functions refuse to serve rather than serve every tenant's rows."""
+
+
+# What makes a role unsafe for the functions, each with the objects that make it so. A policy
+# scoped to a role (not PUBLIC, as the tenant policies are) is a lookup or maintenance policy
+# with USING (true): it must never apply to the role that serves requests.
+_ROLE_CHECK = """
+SELECT r.rolname, r.rolsuper, r.rolbypassrls,
+       (SELECT string_agg(c.relname, ', ' ORDER BY c.relname) FROM pg_class c
+        WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity
+          AND pg_has_role(current_user, c.relowner, 'MEMBER')) AS owned_tables,
+       (SELECT string_agg(c.relname || '.' || pol.polname, ', ' ORDER BY c.relname, pol.polname)
+        FROM pg_policy pol JOIN pg_class c ON c.oid = pol.polrelid
+        WHERE NOT (0::oid = ANY (pol.polroles))  -- 0: PUBLIC, as the tenant policies are
+          AND EXISTS (SELECT 1 FROM unnest(pol.polroles) AS scoped(role_oid)
+                      WHERE pg_has_role(current_user, scoped.role_oid, 'MEMBER'))
+       ) AS scoped_policies
+FROM pg_roles r WHERE r.rolname = current_user
+"""
+
+
+def check_role(conn: psycopg.Connection) -> None:
+    """Raise UnsafeDatabaseRole when the connected role could read past row-level security."""
+    row = conn.execute(_ROLE_CHECK).fetchone()
+    problems = []
+    if row["rolsuper"]:
+        problems.append("is a superuser")
+    if row["rolbypassrls"]:
+        problems.append("has BYPASSRLS")
+    if row["owned_tables"]:
+        problems.append(f"owns (or has the privileges of the owner of) {row['owned_tables']}")
+    if row["scoped_policies"]:
+        problems.append(f"is subject to the role-scoped policies {row['scoped_policies']}")
+    if problems:
+        raise UnsafeDatabaseRole(
+            f"Refusing to serve: the database role {row['rolname']} " + "; ".join(problems)
+            + ". Row-level security would not keep tenants apart. Connect as the application "
+            "role (marketing_app: no BYPASSRLS, owns nothing; docs/DEPLOY.md).")
+
+
 def _open() -> psycopg.Connection:
-    return psycopg.connect(
-        get_settings().database_dsn(),
+    dsn = get_settings().database_dsn()
+    conn = psycopg.connect(
+        dsn,
         autocommit=True,
         row_factory=dict_row,
         connect_timeout=5,
         application_name="marketing-hub",
     )
+    with _safe_lock:
+        checked = dsn in _safe_dsns
+    if not checked:
+        try:
+            check_role(conn)
+        except UnsafeDatabaseRole as exc:
+            conn.close()
+            logger.critical("unsafe_database_role", extra={"reason": str(exc)})
+            raise
+        with _safe_lock:
+            _safe_dsns.add(dsn)
+    return conn
 
 
 def get_connection() -> psycopg.Connection:

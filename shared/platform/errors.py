@@ -59,6 +59,19 @@ class MetaRateLimited(AppError):
         super().__init__(message, headers={"Retry-After": str(max(1, int(retry_after_seconds)))})
 
 
+class TooManyMetaRequests(AppError):
+    """This tenant's budget of Meta calls made on a click is spent (shared.connection.budget):
+    ours, not Meta's, so that one tenant cannot use up the app's Meta rate limit for all."""
+
+    status, code = 429, "rate_limited"
+    default_message = "Too many requests to Meta from this account. Try again shortly."
+
+    def __init__(self, retry_after_seconds: int):
+        seconds = max(1, int(retry_after_seconds))
+        super().__init__(f"Too many requests to Meta from this account. Try again in {seconds} "
+                         "seconds.", headers={"Retry-After": str(seconds)})
+
+
 class AccountNotAccessible(AppError):
     status, code = 400, "account_not_accessible"
     default_message = "Meta denies access to this ad account with the connected token."
@@ -71,6 +84,15 @@ class MetaUnavailable(AppError):
 
 class BadRequest(AppError):
     status, code, default_message = 400, "bad_request", "The request could not be read."
+
+
+class WhatsAppNumberUnavailable(AppError):
+    """The number cannot be this tenant's sender. Says nothing of why: the reason is that another
+    tenant holds it, and one tenant must not learn anything about another."""
+
+    status, code = 409, "whatsapp_number_unavailable"
+    default_message = ("This WhatsApp number cannot be connected to this account. If it should "
+                       "be, contact support.")
 
 
 class WhatsAppNotConnected(AppError):

@@ -7,6 +7,8 @@ validation failures carry them too.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -15,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 
 from shared.platform.auth import Principal, principal_from_claims, require_admin
 from shared.platform.errors import AppError, MetaUnavailable, NotFound, UpstreamError
+from shared.platform.json_input import UnreadableJson, loads
 from shared.platform.observability import counters, logger
 from shared.platform.settings import get_settings
 
@@ -145,9 +148,33 @@ def _non_json_body(event: dict) -> bool:
     return bool(media) and media != "application/json" and not media.endswith("+json")
 
 
-def _early_error(status: int, code: str, message: str, event: dict) -> dict:
+def _unreadable_body(event: dict) -> str | None:
+    """Why a JSON body cannot be read, or None. Checked before Powertools parses it: a body
+    nested thousands of levels deep raised RecursionError inside its validation (a 500), and
+    text with an unpaired surrogate passed it only to fail in the database driver. A plain
+    syntax error is left to the route, which describes it the same way whatever the route."""
+    method = ((event.get("requestContext") or {}).get("http") or {}).get("method", "")
+    body = event.get("body")
+    if method.upper() not in _BODY_METHODS or not body:
+        return None
+    if event.get("isBase64Encoded"):
+        try:
+            body = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            return "not base64 as API Gateway sends it"
+    try:
+        loads(body)
+    except UnreadableJson as exc:
+        return None if exc.malformed else exc.problem
+    return None
+
+
+def _early_error(status: int, code: str, message: str, event: dict, *,
+                 details: list | None = None) -> dict:
     """An error answered before routing (so before Powertools' body validation)."""
-    body = {"error": {"code": code, "message": message}}
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if details:
+        body["error"]["details"] = details
     return _with_edge_headers({"statusCode": status, "body": json.dumps(body),
                                "headers": {"Content-Type": "application/json"},
                                "isBase64Encoded": False}, event)
@@ -169,15 +196,20 @@ def _refused_caller(event: dict, admin_methods: frozenset[str]) -> AppError | No
 
 
 def http_response(app: APIGatewayHttpResolver, event: dict, context: Any, *,
-                  admin_methods: frozenset[str] = frozenset()) -> dict:
+                  admin_methods: frozenset[str] = frozenset(), read_body: bool = True) -> dict:
     """Resolve the event and add the headers the contract puts on every response.
 
     `admin_methods`: the methods of this function's routes that only a tenant admin may call;
-    the caller is checked before anything about the request body."""
+    the caller is checked before anything about the request body. `read_body=False` leaves
+    reading the body to the route (the webhook checks its signature over the raw bytes first)."""
     refused = _refused_caller(event, admin_methods)
     if refused is not None:
         return _early_error(refused.status, refused.code, refused.message, event)
     if _non_json_body(event):
         return _early_error(415, "unsupported_media_type",
                             "Send the body as JSON (Content-Type: application/json).", event)
+    problem = _unreadable_body(event) if read_body else None
+    if problem is not None:
+        return _early_error(422, "validation_error", "Invalid input: body.", event,
+                            details=[{"field": "body", "problem": problem}])
     return _with_edge_headers(app.resolve(event, context), event)

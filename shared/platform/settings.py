@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     meta_graph_url: str = "https://graph.facebook.com"
     meta_dialog_url: str = "https://www.facebook.com"
     meta_verify_token: SecretStr | None = None
+    meta_verify_token_arn: str | None = None
     meta_scopes: str = ",".join(DEFAULT_SCOPES)
     meta_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
 
@@ -75,6 +76,12 @@ class Settings(BaseSettings):
     token_refresh_recheck_hours: float = Field(default=24.0, gt=0, le=240)
     token_refresh_concurrency: int = Field(default=64, ge=1, le=200)
 
+    # Per-tenant budget of routes that call Meta on a click (shared/connection/budget.py): a
+    # burst, then a steady rate. A person clicking through the wizard and the connects needs a
+    # few; one tenant hammering them must not use up the app's Meta rate limit for every tenant.
+    meta_budget_burst: int = Field(default=10, ge=1, le=1000)
+    meta_budget_per_minute: float = Field(default=6.0, gt=0, le=6000)
+
     tenant_claim: str = "custom:tenant_id"
     role_claim: str = "custom:role"
     admin_role: str = "admin"
@@ -106,6 +113,18 @@ class Settings(BaseSettings):
 
             return parameters.get_secret(self.meta_app_secret_arn, max_age=300)
         raise RuntimeError("META_APP_SECRET or META_APP_SECRET_ARN must be set")
+
+    def verify_token(self) -> str | None:
+        """The webhook verify token: from the environment locally, from Secrets Manager in AWS
+        (read at run time like the app secret, so it never sits in the function's
+        configuration). None when neither is set: every handshake is refused."""
+        if self.meta_verify_token is not None:
+            return self.meta_verify_token.get_secret_value()
+        if self.meta_verify_token_arn:
+            from aws_lambda_powertools.utilities import parameters
+
+            return parameters.get_secret(self.meta_verify_token_arn, max_age=300)
+        return None
 
     def database_dsn(self) -> str:
         """The application role's DSN (no BYPASSRLS)."""

@@ -15,14 +15,13 @@ import psycopg
 from shared.connection.session import tenant_graph
 from shared.meta.errors import MetaPermissionDenied, MetaRequestError
 from shared.platform.db import system_tx, tenant_tx
-from shared.platform.errors import AccountNotAccessible, Conflict, InvalidInput
+from shared.platform.errors import AccountNotAccessible, InvalidInput, WhatsAppNumberUnavailable
 from shared.platform.observability import logger, metrics
 from shared.whatsapp import senders, templates_store
 from shared.whatsapp.accounts import waba_phone_numbers
 from shared.whatsapp.templates import fetch_templates
 
 NOT_ACCESSIBLE = "Meta denies access to this WhatsApp Business account with the connected token."
-TAKEN = "This WhatsApp number is already connected to another CRM account."
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,9 @@ def connect_sender(tenant_id: str, user_id: str, request: ConnectRequest,
                 details=[{"field": "phone_number_id",
                           "problem": "not a number of this WhatsApp Business account"}])
         if _taken_by_other(tenant_id, phone.id):
-            raise Conflict(TAKEN)
+            # The same answer whoever holds it and whenever it is found (here or at the write):
+            # nothing about the other tenant, not even that there is one.
+            raise WhatsAppNumberUnavailable()
         try:
             templates = fetch_templates(graph, request.waba_id)
             # Subscribing twice is harmless at Meta, so a blind retry is safe.
@@ -77,7 +78,7 @@ def connect_sender(tenant_id: str, user_id: str, request: ConnectRequest,
             sender = senders.get(conn)
     except psycopg.errors.UniqueViolation:
         # Another tenant connected the same number between our check and our write.
-        raise Conflict(TAKEN) from None
+        raise WhatsAppNumberUnavailable() from None
 
     metrics.add_metric(name="WhatsAppSendersConnected", unit="Count", value=1)
     logger.info("whatsapp_connected", extra={"tenant_id": tenant_id, "templates": count,

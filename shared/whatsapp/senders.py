@@ -1,6 +1,7 @@
 """The tenant's WhatsApp sender (one phone number per tenant): data access and Meta's limits.
 
-Data access only, on a connection from shared.platform.db.tenant_tx (row-level security holds). The
+Data access only, on a connection from shared.platform.db.tenant_tx (row-level security holds, and
+each statement names the transaction's tenant too: `app_current_tenant()`). The
 dispatcher reads `max_per_second` for pacing and `daily_recipient_limit(messaging_limit_tier)` for
 the 24-hour unique-recipient cap.
 """
@@ -80,7 +81,8 @@ _COLUMNS = ("tenant_id, waba_id, phone_number_id, display_phone_number, verified
 
 def get(conn: psycopg.Connection, *, for_update: bool = False) -> Sender | None:
     lock = " FOR UPDATE" if for_update else ""
-    row = conn.execute(f"SELECT {_COLUMNS} FROM whatsapp_senders{lock}").fetchone()  # noqa: S608
+    row = conn.execute(f"SELECT {_COLUMNS} FROM whatsapp_senders"  # noqa: S608
+                       f" WHERE tenant_id = app_current_tenant(){lock}").fetchone()
     return Sender(**row) if row else None
 
 

@@ -139,7 +139,7 @@ def ensure_fresh_templates(tenant_id: str, graph: GraphClient | None = None,
     # Meta, so their cold start skips the session and credential modules.
     from shared.connection.session import tenant_graph
 
-    with tenant_graph(tenant_id) as own:
+    with tenant_graph(tenant_id, on_click=False) as own:
         return _sync_or_keep(tenant_id, own, sender.waba_id)
 
 

@@ -1,4 +1,5 @@
-"""meta_templates data access, on a connection from shared.platform.db.tenant_tx (RLS holds)."""
+"""meta_templates data access, on a connection from shared.platform.db.tenant_tx (RLS holds, and
+each statement names its tenant too)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,10 @@ def replace_all(conn: psycopg.Connection, tenant_id: str, waba_id: str,
     template deleted and re-created under the same name and language gets its new id cleanly.
     """
     ids = [t.template_id for t in templates]
-    conn.execute("DELETE FROM meta_templates WHERE NOT (waba_id = %s AND template_id = ANY(%s))",
-                 (waba_id, ids))
+    # The tenant predicate is what keeps this from deleting every other tenant's templates
+    # wherever row-level security does not apply (a role that bypasses it).
+    conn.execute("DELETE FROM meta_templates WHERE tenant_id = %s"
+                 " AND NOT (waba_id = %s AND template_id = ANY(%s))", (tenant_id, waba_id, ids))
     if templates:
         with conn.cursor() as cur:
             cur.executemany(
@@ -59,20 +62,23 @@ def replace_all(conn: psycopg.Connection, tenant_id: str, waba_id: str,
                   Jsonb(t.components), t.quality_score, t.rejection_reason, t.parameter_format)
                  for t in templates],
             )
-    conn.execute("UPDATE whatsapp_senders SET templates_synced_at = now(), updated_at = now()")
+    conn.execute("UPDATE whatsapp_senders SET templates_synced_at = now(), updated_at = now()"
+                 " WHERE tenant_id = %s", (tenant_id,))
     return len(templates)
 
 
 def list_all(conn: psycopg.Connection, status: str | None = None) -> list[dict[str, Any]]:
-    where, params = ("WHERE status = %s", (status,)) if status else ("", ())
+    where, params = ("AND status = %s", (status,)) if status else ("", ())
     return conn.execute(
-        f"SELECT {_COLUMNS} FROM meta_templates {where} ORDER BY name, language",  # noqa: S608
+        f"SELECT {_COLUMNS} FROM meta_templates"  # noqa: S608 - constant fragments only
+        f" WHERE tenant_id = app_current_tenant() {where} ORDER BY name, language",
         params,
     ).fetchall()
 
 
 def get(conn: psycopg.Connection, name: str, language: str) -> dict[str, Any] | None:
     return conn.execute(
-        f"SELECT {_COLUMNS} FROM meta_templates WHERE name = %s AND language = %s",  # noqa: S608
+        f"SELECT {_COLUMNS} FROM meta_templates"  # noqa: S608 - constant fragments only
+        " WHERE tenant_id = app_current_tenant() AND name = %s AND language = %s",
         (name, language),
     ).fetchone()

@@ -1,7 +1,10 @@
 """Meta's WhatsApp webhook: subscription handshake, signature check, and processing.
 
 Order of checks on a POST: size (413), signature over the raw bytes (401), JSON (400). Only then
-is anything read, and every entry, change, status and preference in the batch is processed.
+is anything read, and every entry, change, status and preference in the batch is processed. A
+part of an unexpected shape (a list where an object belongs, a number for a string) is skipped
+and counted as ignored, never a 500: Meta would retry the whole batch, and the rest of it is
+good.
 Webhooks carry no tenant claim: the tenant comes from the phone number (statuses, opt-outs) or
 the WABA (template updates) through SECURITY DEFINER lookups, and each tenant's writes run in
 one tenant transaction. A failure raises (500) so Meta retries the batch; every write is
@@ -14,7 +17,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import re
 import uuid
 from collections import Counter
@@ -24,6 +26,7 @@ from typing import Any
 
 from shared.platform.db import retry_conflicts, system_tx, tenant_tx
 from shared.platform.errors import BadRequest, Forbidden, PayloadTooLarge, Unauthorized
+from shared.platform.json_input import UnreadableJson, loads
 from shared.platform.observability import logger, metrics
 from shared.whatsapp import senders
 from shared.whatsapp import webhook_store as store
@@ -69,8 +72,8 @@ def check_signature(raw: bytes, signature: str | None, app_secret: str) -> None:
 
 def parse(raw: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        payload = loads(raw)
+    except UnreadableJson:
         raise BadRequest("The webhook body is not valid JSON.") from None
     if not isinstance(payload, dict):
         raise BadRequest("The webhook body is not a JSON object.")
@@ -91,6 +94,26 @@ def verify_subscription(params: dict[str, str], verify_token: str | None) -> str
 
 
 # -- reading the payload ------------------------------------------------------------------------
+def _obj(value: Any) -> dict[str, Any]:
+    """An object of the payload, or {} when Meta (or anyone signing with our secret) sent
+    something else there."""
+    return value if isinstance(value, dict) else {}
+
+
+def _objects(value: Any) -> list[dict[str, Any]]:
+    """The objects of a list in the payload; anything else there reads as no items."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _listed(value: Any, counts: Counter) -> list[Any]:
+    """A list of the payload; anything else there is counted as ignored and reads as empty."""
+    if isinstance(value, list):
+        return value
+    if value is not None:
+        counts["ignored"] += 1
+    return []
+
+
 def _at(value: Any) -> datetime:
     try:
         return datetime.fromtimestamp(int(value), UTC)
@@ -121,13 +144,13 @@ def _phone(wa_id: Any) -> str | None:
 def _text_of(message: dict[str, Any]) -> str:
     kind = message.get("type")
     if kind == "text":
-        return str((message.get("text") or {}).get("body") or "")
+        return _text(_obj(message.get("text")).get("body"), 200) or ""
     if kind == "button":
-        button = message.get("button") or {}
-        return str(button.get("text") or button.get("payload") or "")
+        button = _obj(message.get("button"))
+        return _text(button.get("text") or button.get("payload"), 200) or ""
     if kind == "interactive":
-        reply = (message.get("interactive") or {}).get("button_reply") or {}
-        return str(reply.get("title") or "")
+        reply = _obj(_obj(message.get("interactive")).get("button_reply"))
+        return _text(reply.get("title"), 200) or ""
     return ""
 
 
@@ -171,21 +194,21 @@ class _Tenants:
 
 
 def _collect_messages(value: dict[str, Any], work: TenantWork, counts: Counter) -> None:
-    for status in value.get("statuses") or []:
-        wamid = _text(status.get("id")) if isinstance(status, dict) else None
+    for status in _objects(value.get("statuses")):
+        wamid = _text(status.get("id"))
         if wamid is None:
             counts["ignored"] += 1
             continue
-        kind = str(status.get("status") or "").upper()
+        kind = (_text(status.get("status"), 32) or "").upper()
         item = {"wamid": wamid, "log_id": _uuid(status.get("biz_opaque_callback_data")),
                 "at": _at(status.get("timestamp"))}
         if kind in store.STATUS_RANK:
             work.deliveries.append({**item, "status": kind})
         elif kind == "FAILED":
-            errors = [e for e in status.get("errors") or [] if isinstance(e, dict)]
+            errors = _objects(status.get("errors"))
             first = errors[0] if errors else {}
-            details = (first.get("error_data") or {}).get("details")
-            message = first.get("title") or first.get("message")
+            details = _text(_obj(first.get("error_data")).get("details"), 500)
+            message = _text(first.get("title"), 500) or _text(first.get("message"), 500)
             if details and details != message:
                 message = f"{message}: {details}" if message else details
             work.failures.append({**item, "code": _text(first.get("code"), 32),
@@ -193,20 +216,20 @@ def _collect_messages(value: dict[str, Any], work: TenantWork, counts: Counter) 
         else:
             counts["ignored"] += 1  # "played", "deleted", ...: nothing to track
             logger.info("webhook_status_ignored", extra={"status": _text(kind, 32)})
-    for message in value.get("messages") or []:
-        if isinstance(message, dict) and is_stop(_text_of(message)):
+    for message in _objects(value.get("messages")):
+        if is_stop(_text_of(message)):
             phone = _phone(message.get("from"))
             if phone:
                 work.opt_outs.append((phone, store.OPT_OUT_KEYWORD, _at(message.get("timestamp"))))
 
 
 def _collect_preferences(value: dict[str, Any], work: TenantWork, counts: Counter) -> None:
-    for pref in value.get("user_preferences") or []:
-        if not isinstance(pref, dict) or pref.get("category") != "marketing_messages":
+    for pref in _objects(value.get("user_preferences")):
+        if pref.get("category") != "marketing_messages":
             counts["ignored"] += 1
             continue
         phone = _phone(pref.get("wa_id"))
-        choice = str(pref.get("value") or "").lower()
+        choice = (_text(pref.get("value"), 32) or "").lower()
         at = _at(pref.get("timestamp"))
         if phone and choice == "stop":
             work.opt_outs.append((phone, store.OPT_OUT_PREFERENCES, at))
@@ -217,13 +240,13 @@ def _collect_preferences(value: dict[str, Any], work: TenantWork, counts: Counte
 
 
 def _template_change(entry: dict[str, Any], value: dict[str, Any]) -> dict[str, Any] | None:
-    event = str(value.get("event") or "").upper()
+    event = (_text(value.get("event"), 32) or "").upper()
     if not event:
         return None
     status = TEMPLATE_EVENT_STATUS.get(event, event)
-    rejection = value.get("rejection_info") or {}
-    other = value.get("other_info") or {}
-    reason = rejection.get("reason") or value.get("reason") or other.get("title")
+    reason = (_text(_obj(value.get("rejection_info")).get("reason"), 500)
+              or _text(value.get("reason"), 500)
+              or _text(_obj(value.get("other_info")).get("title"), 500))
     return {
         "waba_id": _text(entry.get("id"), 64),
         "template_id": _text(value.get("message_template_id"), 64),
@@ -243,11 +266,11 @@ def collect(payload: dict[str, Any], tenants: _Tenants, counts: Counter
         counts["ignored"] += 1
         logger.info("webhook_object_ignored", extra={"object": str(payload.get("object"))[:64]})
         return work
-    for entry in payload.get("entry") or []:
+    for entry in _listed(payload.get("entry"), counts):
         if not isinstance(entry, dict):
             counts["ignored"] += 1
             continue
-        for change in entry.get("changes") or []:
+        for change in _listed(entry.get("changes"), counts):
             if not isinstance(change, dict) or not isinstance(change.get("value"), dict):
                 counts["ignored"] += 1
                 continue
@@ -263,7 +286,7 @@ def collect(payload: dict[str, Any], tenants: _Tenants, counts: Counter
                 counts["ignored"] += 1
                 logger.info("webhook_field_ignored", extra={"field": str(kind)[:64]})
                 continue
-            tenant_id = tenants.for_phone((value.get("metadata") or {}).get("phone_number_id"))
+            tenant_id = tenants.for_phone(_obj(value.get("metadata")).get("phone_number_id"))
             if tenant_id is None:
                 counts["unknown_number"] += 1
                 continue
@@ -328,14 +351,35 @@ def _apply_once(tenant_id: str, work: TenantWork, counts: Counter) -> None:
             counts["opt_ins"] += store.opt_in_phone(conn, phone, at)
 
 
+SUMMARY_KEYS = ("statuses", "statuses_unmatched", "template_changes", "templates", "opt_outs",
+                "opt_ins", "unknown_number", "ignored", "duplicate")
+
+
+def receive(raw: bytes) -> dict[str, int]:
+    """A signed delivery: applied once. Meta retries a delivery it did not see answered with 200
+    (and a captured one could be replayed): a body already applied is answered without being
+    applied again. It is remembered only once every tenant's part is applied, so a delivery
+    that failed half-way is applied in full by Meta's retry (every write is idempotent)."""
+    payload = parse(raw)
+    digest = hashlib.sha256(raw).digest()
+    with system_tx() as conn:
+        seen = store.delivery_seen(conn, digest)
+    if seen:
+        metrics.add_metric(name="WebhookDuplicates", unit="Count", value=1)
+        logger.info("webhook_duplicate")
+        return {key: int(key == "duplicate") for key in SUMMARY_KEYS}
+    summary = process(payload)
+    with system_tx() as conn:
+        store.remember_delivery(conn, digest)
+    return summary
+
+
 def process(payload: dict[str, Any]) -> dict[str, int]:
     counts: Counter = Counter()
     work = collect(payload, _Tenants(), counts)
     for tenant_id, tenant_work in work.items():
         apply(tenant_id, tenant_work, counts)
-    summary = {key: counts.get(key, 0) for key in
-               ("statuses", "statuses_unmatched", "template_changes", "templates", "opt_outs",
-                "opt_ins", "unknown_number", "ignored")}
+    summary = {key: counts.get(key, 0) for key in SUMMARY_KEYS}
     metrics.add_metric(name="WebhookStatusesApplied", unit="Count", value=summary["statuses"])
     logger.info("webhook_processed", extra={"tenants": len(work), **summary})
     return summary

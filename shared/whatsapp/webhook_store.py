@@ -1,10 +1,14 @@
-"""Writes the Meta webhook makes, each inside the owning tenant's transaction (RLS holds).
+"""Writes the Meta webhook makes, each inside the owning tenant's transaction (RLS holds, and every
+statement names that tenant itself too: `app_current_tenant()`).
 
 Every statement is idempotent and monotonic, decided by the database on the locked row, so
 duplicates, retries, out-of-order batches and concurrent deliveries all end in the same state:
 - a delivery status only moves forward: PENDING/UNKNOWN < SENT < DELIVERED < READ;
-- FAILED is terminal: it wins whatever arrived before it and nothing moves it afterwards, so
-  the end state does not depend on the order Meta delivers a message's statuses in;
+- between a failure and a delivery (or read), the later by Meta's timestamp is the status, a tie
+  going to the failure: a FAILED older than the DELIVERED or READ already stored changes nothing
+  (Meta retries for days, so an old FAILED can arrive last), and a DELIVERED or READ newer than
+  a stored failure replaces it and its error. Delivery times are recorded either way, so the end
+  state does not depend on the order Meta delivers a message's statuses in;
 - a template's status changes only for an event at least as new as the last change;
 - an opt-out change applies only when newer than the lead's last one.
 """
@@ -23,14 +27,19 @@ WHATSAPP_OPT_OUT_SOURCES = [OPT_OUT_PREFERENCES, OPT_OUT_KEYWORD, OPT_OUT_131050
 
 STATUS_RANK = {"SENT": 1, "DELIVERED": 2, "READ": 3}
 
-_MATCH = "(wamid = %(wamid)s OR (wamid IS NULL AND id = %(log_id)s))"
+_MATCH = ("tenant_id = app_current_tenant()"
+          " AND (wamid = %(wamid)s OR (wamid IS NULL AND id = %(log_id)s))")
 # Setting a wamid found by log id must never collide with the unique index (one row per wamid).
 _WAMID = ("COALESCE(wamid, CASE WHEN NOT EXISTS (SELECT 1 FROM automation_logs x "
           "WHERE x.wamid = %(wamid)s) THEN %(wamid)s END)")
 
+# A delivery or read strictly newer than the stored failure supersedes it.
+_SUPERSEDES_FAILURE = "(status = 'FAILED' AND %(rank)s >= 2 AND %(at)s > failed_at)"
+
 _ADVANCE = f"""
     UPDATE automation_logs SET
-        status = CASE WHEN %(rank)s > (CASE status WHEN 'SENT' THEN 1 WHEN 'DELIVERED' THEN 2
+        status = CASE WHEN status = 'FAILED' AND NOT {_SUPERSEDES_FAILURE} THEN status
+                      WHEN %(rank)s > (CASE status WHEN 'SENT' THEN 1 WHEN 'DELIVERED' THEN 2
                                                     WHEN 'READ' THEN 3 ELSE 0 END)
                       THEN %(status)s ELSE status END,
         wamid = {_WAMID},
@@ -38,8 +47,11 @@ _ADVANCE = f"""
         delivered_at = CASE WHEN %(rank)s >= 2 THEN COALESCE(delivered_at, %(at)s)
                             ELSE delivered_at END,
         read_at = CASE WHEN %(rank)s >= 3 THEN COALESCE(read_at, %(at)s) ELSE read_at END,
+        failed_at = CASE WHEN {_SUPERSEDES_FAILURE} THEN NULL ELSE failed_at END,
+        error_code = CASE WHEN {_SUPERSEDES_FAILURE} THEN NULL ELSE error_code END,
+        error_message = CASE WHEN {_SUPERSEDES_FAILURE} THEN NULL ELSE error_message END,
         updated_at = now()
-    WHERE {_MATCH} AND status IN ('PENDING', 'UNKNOWN', 'SENT', 'DELIVERED', 'READ')
+    WHERE {_MATCH} AND status IN ('PENDING', 'UNKNOWN', 'SENT', 'DELIVERED', 'READ', 'FAILED')
     RETURNING id
 """  # noqa: S608 - constant fragments only
 
@@ -48,6 +60,7 @@ _FAIL = f"""
         status = 'FAILED', wamid = {_WAMID}, failed_at = COALESCE(failed_at, %(at)s),
         error_code = %(code)s, error_message = %(message)s, updated_at = now()
     WHERE {_MATCH} AND status IN ('PENDING', 'UNKNOWN', 'SENT', 'DELIVERED', 'READ')
+      AND %(at)s >= COALESCE(GREATEST(delivered_at, read_at), '-infinity')
     RETURNING id, lead_id
 """  # noqa: S608 - constant fragments only
 
@@ -59,8 +72,8 @@ def lock_logs(conn: psycopg.Connection, matches: list[tuple[str, str | None]]) -
     if not matches:
         return
     conn.execute(
-        "SELECT 1 FROM automation_logs WHERE wamid = ANY(%s) "
-        "OR (wamid IS NULL AND id = ANY(%s::uuid[])) ORDER BY id FOR UPDATE",
+        "SELECT 1 FROM automation_logs WHERE tenant_id = app_current_tenant() AND (wamid = ANY(%s)"
+        " OR (wamid IS NULL AND id = ANY(%s::uuid[]))) ORDER BY id FOR UPDATE",
         ([wamid for wamid, _ in matches], [log_id for _, log_id in matches if log_id]),
     )
 
@@ -75,7 +88,8 @@ def apply_delivery(conn: psycopg.Connection, *, wamid: str, log_id: str | None, 
 
 def apply_failure(conn: psycopg.Connection, *, wamid: str, log_id: str | None, at: datetime,
                   code: str | None, message: str | None) -> str | None:
-    """failed: final. Returns the lead id when this call failed the row, else None."""
+    """failed, unless a delivery or read newer than it is stored. Returns the lead id when
+    this call failed the row, else None."""
     row = conn.execute(_FAIL, {"wamid": wamid, "log_id": log_id, "at": at, "code": code,
                                "message": message}).fetchone()
     return str(row["lead_id"]) if row else None
@@ -93,7 +107,7 @@ def apply_template_status(conn: psycopg.Connection, *, waba_id: str, template_id
         """
         UPDATE meta_templates SET status = %(status)s, rejection_reason = %(reason)s,
             status_changed_at = %(at)s
-        WHERE waba_id = %(waba)s
+        WHERE tenant_id = app_current_tenant() AND waba_id = %(waba)s
           AND (template_id = %(id)s OR (name = %(name)s AND language = %(language)s))
           AND (status_changed_at IS NULL OR status_changed_at <= %(at)s)
         """,
@@ -105,8 +119,8 @@ def apply_template_status(conn: psycopg.Connection, *, waba_id: str, template_id
 
 def mark_templates_stale(conn: psycopg.Connection, waba_id: str) -> None:
     """The periodic template sync reads this list again soon (e.g. a template new to us)."""
-    conn.execute("UPDATE whatsapp_senders SET templates_synced_at = NULL WHERE waba_id = %s",
-                 (waba_id,))
+    conn.execute("UPDATE whatsapp_senders SET templates_synced_at = NULL"
+                 " WHERE tenant_id = app_current_tenant() AND waba_id = %s", (waba_id,))
 
 
 def opt_out_phone(conn: psycopg.Connection, phone: str, source: str, at: datetime) -> int:
@@ -119,7 +133,7 @@ def opt_out_phone(conn: psycopg.Connection, phone: str, source: str, at: datetim
                 AND NOT COALESCE(whatsapp_opt_out_source = ANY(%(sources)s), false)
                 THEN whatsapp_opt_out_source ELSE %(source)s END,
             whatsapp_opt_out_changed_at = %(at)s
-        WHERE phone = %(phone)s
+        WHERE tenant_id = app_current_tenant() AND phone = %(phone)s
           AND (whatsapp_opt_out_changed_at IS NULL OR whatsapp_opt_out_changed_at <= %(at)s)
         """,
         {"phone": phone, "source": source, "at": at, "sources": WHATSAPP_OPT_OUT_SOURCES},
@@ -133,7 +147,7 @@ def opt_out_lead(conn: psycopg.Connection, lead_id: str, source: str, at: dateti
         UPDATE leads SET whatsapp_opt_out = true,
             whatsapp_opt_out_source = COALESCE(whatsapp_opt_out_source, %(source)s),
             whatsapp_opt_out_changed_at = GREATEST(whatsapp_opt_out_changed_at, %(at)s)
-        WHERE id = %(lead_id)s AND NOT whatsapp_opt_out
+        WHERE tenant_id = app_current_tenant() AND id = %(lead_id)s AND NOT whatsapp_opt_out
         """,
         {"lead_id": lead_id, "source": source, "at": at},
     )
@@ -147,10 +161,33 @@ def opt_in_phone(conn: psycopg.Connection, phone: str, at: datetime) -> int:
         """
         UPDATE leads SET whatsapp_opt_out = false, whatsapp_opt_out_source = NULL,
             whatsapp_opt_out_changed_at = %(at)s
-        WHERE phone = %(phone)s
+        WHERE tenant_id = app_current_tenant() AND phone = %(phone)s
           AND (whatsapp_opt_out_changed_at IS NULL OR whatsapp_opt_out_changed_at <= %(at)s)
           AND (NOT whatsapp_opt_out OR whatsapp_opt_out_source = ANY(%(sources)s))
         """,
         {"phone": phone, "at": at, "sources": WHATSAPP_OPT_OUT_SOURCES},
     )
     return cur.rowcount
+
+
+# -- deliveries already applied (migrations/0010): no tenant, so no tenant transaction ----------
+# Meta retries a delivery for up to 7 days (META_API.md §9); a day more covers its clock.
+DELIVERY_MEMORY = "8 days"
+
+
+def delivery_seen(conn: psycopg.Connection, body_sha256: bytes) -> bool:
+    return conn.execute("SELECT 1 FROM webhook_deliveries WHERE body_sha256 = %s",
+                        (body_sha256,)).fetchone() is not None
+
+
+def remember_delivery(conn: psycopg.Connection, body_sha256: bytes) -> None:
+    """Record an applied delivery, and forget a batch of those older than any retry."""
+    conn.execute(
+        f"""
+        WITH forgotten AS (
+            DELETE FROM webhook_deliveries WHERE body_sha256 IN (
+                SELECT body_sha256 FROM webhook_deliveries
+                WHERE received_at < now() - interval '{DELIVERY_MEMORY}' LIMIT 500))
+        INSERT INTO webhook_deliveries (body_sha256) VALUES (%s) ON CONFLICT DO NOTHING
+        """,  # noqa: S608 - a constant interval
+        (body_sha256,))

@@ -60,6 +60,25 @@ def figure(name: str, **values: Any) -> None:
     print(f"\nFIGURE {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
 
 
+def emf_metric_total(stdout: str, name: str) -> float:
+    """The sum of one metric over the EMF records (Powertools' metric lines) in `stdout`: the
+    functions served by the local API print theirs to this process's stdout."""
+    total = 0.0
+    for line in stdout.splitlines():
+        if '"_aws"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        for directive in record.get("_aws", {}).get("CloudWatchMetrics", []):
+            for metric in directive.get("Metrics", []):
+                if metric.get("Name") == name:
+                    value = record.get(name, 0)
+                    total += sum(value) if isinstance(value, list) else value
+    return total
+
+
 def bearer(tenant_id: str | None, role: str = "admin", **kwargs: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {jwt_tokens.sign(tenant_id, role=role, **kwargs)}"}
 

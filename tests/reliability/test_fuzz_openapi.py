@@ -30,7 +30,9 @@ SEED = 20261128
 # `make test` runs the quick profile (bounded for a 2-core machine); RELIABILITY_FUZZ=deep runs
 # every phase with more examples (the figures in RELIABILITY.md come from a deep run).
 DEEP = os.environ.get("RELIABILITY_FUZZ", "quick") == "deep"
-SIGNED_IN = {"max_examples": 25, "phases": "examples,coverage,fuzzing,stateful"} if DEEP else {
+# RELIABILITY_FUZZ_EXAMPLES raises the signed-in runs' examples per operation for a one-off run.
+SIGNED_IN = {"max_examples": int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", 25)),
+             "phases": "examples,coverage,fuzzing,stateful"} if DEEP else {
     "max_examples": 8, "phases": "examples,fuzzing,stateful"}
 UNSIGNED = {"max_examples": 8, "phases": "coverage,fuzzing"} if DEEP else {
     "max_examples": 3, "phases": "fuzzing"}

@@ -25,6 +25,7 @@ import pytest
 
 from devstack.lambda_context import LocalContext
 from shared.connection import credentials
+from shared.connection.oauth_state import code_verifier
 from shared.platform.db import tenant_tx
 from shared.platform.observability import logger as app_logger
 from shared.platform.settings import get_settings
@@ -237,8 +238,11 @@ def test_no_secret_in_any_log_response_event_or_url_across_every_flow(
         assert leaked == [], f"secrets in {where}: {leaked}"
         assert tokens_in(text, all_tokens) == set(), where
         assert not any(c in text for c in all_codes), where
-    # The OAuth state and the browser-binding cookie never reach a log line either.
-    assert flow.state not in logs and flow.binding not in logs
+    # The OAuth state, the browser-binding cookie and the PKCE verifier derived from them never
+    # reach a log line either (nor an answer: the verifier goes to Meta in a POST body only).
+    verifier = code_verifier(flow.state, flow.binding)
+    assert flow.state not in logs and flow.binding not in logs and verifier not in logs
+    assert verifier not in answers
     figure("secret_hygiene_flows", responses=len(recorder.answers), log_chars=len(logs),
            log_lines=logs.count("\n"), events_chars=len(events), secrets=len(secrets),
            sandbox_tokens=len(all_tokens), sandbox_codes=len(all_codes))
