@@ -380,13 +380,29 @@ def test_never_above_the_cap_in_any_second_with_sends_in_flight_to_cover_latency
     add_rule(tenant_id)
     add_leads(tenant_id, 120)
 
-    summary = dispatch(tenant_id)
-    stats = send_control.stats(setup.phone_number_id)
-    assert summary.sent == 120 and stats["sent"] == 120
-    assert stats["rejected"] == {}  # never tripped Meta's 130429
-    assert stats["max_in_any_second"] <= cap
+    departures: list[float] = []
+    summary = dispatch(tenant_id, hooks=DispatchHooks(on_send=departures.append))
+    # What the dispatcher controls: never more than the cap leaves in any second (sliding).
+    assert max_in_any_second(departures) <= cap
     # 100 ms per answer at ~47/s: sequential sending would top out at 10/s.
-    assert stats["max_in_flight"] >= 3
+    assert send_control.stats(setup.phone_number_id)["max_in_flight"] >= 3
+    # Meta counts arrivals. On a quiet machine they are the departures and it accepts all 120;
+    # on a busy one this process (the sandbox runs in it) can stall and let a few arrive
+    # together, and Meta refuses those with 130429: each is a retry, sent once, later.
+    while summary.sent < 120 and make_retries_due(tenant_id):
+        summary.sent += dispatch(tenant_id).sent
+    stats = send_control.stats(setup.phone_number_id)
+    assert summary.sent == 120 and stats["sent"] == stats["distinct_recipients"] == 120
+    assert set(stats["rejected"]) <= {"130429"}
+
+
+def max_in_any_second(times: list[float]) -> int:
+    ordered, best, start = sorted(times), 0, 0
+    for end, moment in enumerate(ordered):
+        while moment - ordered[start] >= 1.0:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
 
 
 def test_stops_claiming_when_the_invocation_runs_short_and_a_later_run_finishes(
@@ -396,14 +412,15 @@ def test_stops_claiming_when_the_invocation_runs_short_and_a_later_run_finishes(
     setup = connect_sender(wa_sandbox, stack_sandbox, send_control, tenant_id,
                            max_per_second=40)
     add_rule(tenant_id)
-    add_leads(tenant_id, 150)
+    add_leads(tenant_id, 300)
 
     # Meta refuses two sends for throughput, as it does when a busy machine bunches sends up:
     # the test below must hold with and without such refusals.
     send_control.inject_error(setup.phone_number_id, 130429, count=2)
-    # Just enough time to start: ~2.5 s of sending before the soft deadline, at ~36/s.
-    short = dispatch(tenant_id, seconds=send_reserve_seconds() + 2.5)
-    assert 0 < short.sent < 150
+    # ~4 s of sending before the soft deadline at ~36/s (a tenant starts only with 2 s left,
+    # so a slow start on a busy machine still sends some): it cannot finish 300.
+    short = dispatch(tenant_id, seconds=send_reserve_seconds() + 4.0)
+    assert 0 < short.sent < 300
     rows = logs(tenant_id)
     assert len([r for r in rows if r["status"] == "SENT"]) == short.sent
     # Nothing stays claimed: every row left PENDING was given back.
@@ -424,8 +441,8 @@ def test_stops_claiming_when_the_invocation_runs_short_and_a_later_run_finishes(
 
     make_retries_due(tenant_id)
     rest = dispatch(tenant_id)
-    assert short.sent + rest.sent == 150
-    assert_each_lead_sent_once(send_control, tenant_id, setup.phone_number_id, 150)
+    assert short.sent + rest.sent == 300
+    assert_each_lead_sent_once(send_control, tenant_id, setup.phone_number_id, 300)
 
 
 # -- tenancy ---------------------------------------------------------------------------------------

@@ -118,6 +118,8 @@ class Sending:
         now = time.monotonic()
         self.first_send = self.first_send or now
         self.last_send = now
+        if self.hooks.on_send is not None:
+            self.hooks.on_send(now)
         try:
             body = await self.graph.post(f"{self.plan.sender.phone_number_id}/messages",
                                          json=payload)

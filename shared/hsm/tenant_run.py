@@ -53,9 +53,11 @@ class DispatchSummary:
 @dataclass
 class DispatchHooks:
     """Test seams. `after_result(n)` runs once the n-th send result of a tenant's run is known
-    (kept in memory, not stored yet); raising there is a crash at that point."""
+    (kept in memory, not stored yet); raising there is a crash at that point. `on_send(t)` is
+    told the time.monotonic() at which each send leaves for Meta (the pacer's departures)."""
 
     after_result: Callable[[int], None] | None = None
+    on_send: Callable[[float], None] | None = None
 
 
 def send_reserve_seconds() -> float:
