@@ -135,7 +135,10 @@ bench: $(STAMP)
 build: $(TOOLS_STAMP)
 	AWS_DEFAULT_REGION=us-east-1 $(SAM) build --template template.yaml
 
+# The connection budget first (devstack/connection_budget.py): an environment whose concurrency
+# parameters could open more connections than the RDS Proxy may is not deployed.
 deploy: build $(STAMP)
+	$(PY) -m devstack.connection_budget $(ENV)
 	$(SAM) deploy --config-env $(ENV) --parameter-overrides "$$($(PY) -m devstack.deploy_params $(ENV))"
 
 smoke: $(STAMP)

@@ -8,7 +8,6 @@ import uuid
 
 import boto3
 import pytest
-
 from psycopg.conninfo import conninfo_to_dict
 
 from shared.platform.settings import DATABASE_CA_BUNDLE, Settings

@@ -15,6 +15,9 @@ from shared.platform.migrator import migrate
 from shared.platform.observability import entrypoint, logger
 from shared.platform.settings import get_settings
 
+# The migrator's one connection (as the schema owner, through the proxy).
+DB_CONNECTIONS = 1
+
 
 def _respond(event: dict, status: str, reason: str = "", data: dict | None = None) -> None:
     body = {
