@@ -71,7 +71,6 @@ def local_env(*, aws_endpoint: str, sandbox_url: str, api_url: str, frontend_url
         "DATABASE_URL": database.app_dsn,
         "MIGRATIONS_DATABASE_URL": database.owner_dsn,
         "OAUTH_STATE_TABLE": tables["OAuthStateTable"],
-        "IDEMPOTENCY_TABLE": tables["IdempotencyTable"],
         "TOKEN_KMS_KEY_ID": aws_local.create_key(aws_endpoint),
         "EVENT_BUS_NAME": bus,
     }

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     meta_scopes: str = ",".join(DEFAULT_SCOPES)
     meta_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
 
+    # The deployment's stage (template.yaml's Stage): a dimension of every metric.
+    stage: str = "local"
     frontend_url: str = "http://localhost:3000"
     database_url: SecretStr | None = None
     database_secret_arn: str | None = None
@@ -54,7 +56,6 @@ class Settings(BaseSettings):
     database_statement_timeout_ms: int = Field(default=20_000, ge=100, le=900_000)
     database_lock_timeout_ms: int = Field(default=5_000, ge=100, le=900_000)
     oauth_state_table: str = ""
-    idempotency_table: str = ""
     token_kms_key_id: str = ""
     event_bus_name: str = "default"
     # The queues scheduled work fans out on (template.yaml; CONTRACT "Scheduled functions and
