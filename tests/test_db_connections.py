@@ -120,3 +120,11 @@ def test_a_dead_connection_inside_an_open_transaction_is_not_swapped(fresh_conne
         with db.tenant_tx(tenant_id):  # a savepoint of the outer transaction
             runs += 1
     assert runs == 0
+
+
+def test_a_system_transaction_inside_a_tenant_s_keeps_that_tenant(fresh_connection, tenant_id):
+    with db.tenant_tx(tenant_id) as conn:
+        with db.system_tx():  # a savepoint that sets only the timeouts
+            pass
+        assert conn.execute("SELECT current_setting('app.tenant_id') AS t").fetchone()["t"] \
+            == tenant_id

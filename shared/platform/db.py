@@ -71,9 +71,11 @@ def reset_connection() -> None:
 
 # Transaction-local (the `true`): whichever server connection the pooler lends this transaction,
 # these hold for it alone and are gone at its end.
-_SETUP = ("SELECT set_config('statement_timeout', %(statement)s, true),"
-          " set_config('lock_timeout', %(lock)s, true),"
-          " set_config('app.tenant_id', %(tenant)s, true)")
+_TIMEOUTS = ("SELECT set_config('statement_timeout', %(statement)s, true),"
+             " set_config('lock_timeout', %(lock)s, true)")
+# A system transaction leaves app.tenant_id alone: unset, RLS hides every tenant row, and one
+# nested in a tenant's transaction (a savepoint) must not clear that tenant for the rest of it.
+_TENANT = _TIMEOUTS + ", set_config('app.tenant_id', %(tenant)s, true)"
 
 
 def _is_disconnect(conn: psycopg.Connection, exc: psycopg.Error) -> bool:
@@ -81,7 +83,8 @@ def _is_disconnect(conn: psycopg.Connection, exc: psycopg.Error) -> bool:
 
 
 @contextmanager
-def _begin(tenant_id: str, conn: psycopg.Connection | None) -> Iterator[psycopg.Connection]:
+def _begin(tenant_id: str | None, conn: psycopg.Connection | None
+           ) -> Iterator[psycopg.Connection]:
     """A transaction on `conn` (or the thread's connection) with the timeouts and the tenant set.
 
     A connection found dead as the transaction begins (BEGIN or the setup statement fails and
@@ -90,6 +93,7 @@ def _begin(tenant_id: str, conn: psycopg.Connection | None) -> Iterator[psycopg.
     after that is raised as it is: the transaction may have committed. A connection the caller
     passed in is never replaced behind its back."""
     s = get_settings()
+    setup = _TIMEOUTS if tenant_id is None else _TENANT
     params = {"statement": f"{s.database_statement_timeout_ms}ms",
               "lock": f"{s.database_lock_timeout_ms}ms", "tenant": tenant_id}
     for attempt in (1, 2):
@@ -99,7 +103,7 @@ def _begin(tenant_id: str, conn: psycopg.Connection | None) -> Iterator[psycopg.
         tx = current.transaction()
         try:
             tx.__enter__()
-            current.execute(_SETUP, params)
+            current.execute(setup, params)
         except psycopg.Error as exc:
             with contextlib.suppress(psycopg.Error):  # a dead connection cannot roll back
                 tx.__exit__(type(exc), exc, exc.__traceback__)
@@ -142,7 +146,7 @@ def system_tx(conn: psycopg.Connection | None = None) -> Iterator[psycopg.Connec
     Scheduled jobs use it only to call the narrow SECURITY DEFINER functions that list which
     tenants have work (ids only), then do the work itself inside `tenant_tx`.
     """
-    with _begin("", conn) as current:
+    with _begin(None, conn) as current:
         yield current
 
 
