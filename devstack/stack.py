@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from devstack import aws_local, openapi, template
+from devstack import aws_local, openapi, pgbouncer, template
 from devstack.cors import CorsPolicy
 from devstack.local_api import LocalApi, ServerThread
 from devstack.postgres import LocalDatabase, provision
@@ -71,7 +71,6 @@ def local_env(*, aws_endpoint: str, sandbox_url: str, api_url: str, frontend_url
         "DATABASE_URL": database.app_dsn,
         "MIGRATIONS_DATABASE_URL": database.owner_dsn,
         "OAUTH_STATE_TABLE": tables["OAuthStateTable"],
-        "IDEMPOTENCY_TABLE": tables["IdempotencyTable"],
         "TOKEN_KMS_KEY_ID": aws_local.create_key(aws_endpoint),
         "EVENT_BUS_NAME": bus,
     }
@@ -117,6 +116,9 @@ class LocalStack:
         self.moto, self.aws_endpoint = aws_local.start_moto()
         self.sandbox = start_sandbox()
         self.database = provision()
+        if pgbouncer.requested():  # DB_POOLER=pgbouncer: the app role through a pooler
+            self.pooler = pgbouncer.start(self.database.app_dsn)
+            self.database.app_dsn = self.pooler.dsn
         # GET /openapi.json: the whole HTTP API's OpenAPI document (devstack/openapi.py).
         self.api = LocalApi(extra_routes={**openapi.routes(), **(self.extra_routes or {})})
         self.api_server = ServerThread(self.api.wsgi, port=self.api_port,
@@ -155,7 +157,7 @@ class LocalStack:
 
     def stop(self) -> None:
         # Whatever part started (stop also runs after a start that failed half-way).
-        for part in ("api_server", "sandbox", "moto"):
+        for part in ("api_server", "sandbox", "moto", "pooler"):
             running = getattr(self, part, None)
             if running is not None:
                 with contextlib.suppress(Exception):  # best effort shutdown of local services

@@ -13,6 +13,7 @@ from werkzeug.wrappers import Request, Response
 from devstack.lambda_context import LocalContext
 from devstack.local_api import ServerThread
 from devstack.stack import reset_caches
+from devstack.template import ROOT
 from shared.platform.migrator import available
 
 
@@ -51,7 +52,7 @@ def _event(url: str, request_type: str) -> dict:
     return {"RequestType": request_type, "ResponseURL": f"{url}/cfn-response",
             "StackId": "arn:aws:cloudformation:us-east-1:0:stack/s/1", "RequestId": "r-1",
             "LogicalResourceId": "SchemaMigrations", "ResourceType": "Custom::SchemaMigrations",
-            "ResourceProperties": {"MigrationsHash": "abc"}}
+            "ResourceProperties": {"MigratorVersion": "arn:aws:lambda:us-east-1:0:function:m:7"}}
 
 
 def test_create_applies_every_migration_then_update_applies_none(cloudformation, empty_database):
@@ -140,3 +141,108 @@ def test_every_migration_rolls_back_and_applies_again(empty_database):
             " AND relname NOT LIKE 'schema_migrations%'").fetchall()
     assert leftovers == []
     assert migrate(empty_database) == available()
+
+
+def _write(directory, name: str, sql: str) -> None:
+    (directory / f"{name}.up.sql").write_text(sql)
+    (directory / f"{name}.down.sql").write_text("SELECT 1;")
+
+
+def _tables(dsn: str) -> set[str]:
+    with psycopg.connect(dsn) as conn:
+        return {r[0] for r in conn.execute(
+            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind = 'r'")}
+
+
+def test_a_failed_migration_leaves_the_schema_as_it_was(empty_database, tmp_path):
+    """The real migrations and one more that fails at its end: none of them stays applied,
+    not even the ones before it (they run in one transaction)."""
+    import shutil
+
+    from shared.platform.migrator import migrate
+
+    for path in (ROOT / "migrations").glob("*.sql"):
+        shutil.copy(path, tmp_path / path.name)
+    _write(tmp_path, "9999_broken", "CREATE TABLE half_done (id int); SELECT 1 / 0;")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        migrate(empty_database, tmp_path)
+    assert _tables(empty_database) == set()  # not even schema_migrations
+    (tmp_path / "9999_broken.up.sql").unlink()
+    assert migrate(empty_database, tmp_path) == available()
+
+
+def test_a_migration_waits_for_its_locks_only_so_long_and_then_applies_nothing(
+        empty_database, tmp_path):
+    """A CRM transaction holds the table: each attempt gives up at lock_timeout (so the ALTER
+    never queues every other query behind it for long), and at the deadline nothing applied."""
+    import time
+
+    from shared.platform.migrator import MigrationLockTimeout, migrate
+
+    _write(tmp_path, "0001_table", "CREATE TABLE busy (id int);")
+    migrate(empty_database, tmp_path)
+    # The index only needs a SHARE lock and gets it; the ALTER after it waits, in vain.
+    _write(tmp_path, "0002_index", "CREATE INDEX busy_id ON busy (id);")
+    _write(tmp_path, "0003_column", "ALTER TABLE busy ADD COLUMN note text;")
+    with psycopg.connect(empty_database) as crm:
+        crm.execute("LOCK TABLE busy IN ACCESS SHARE MODE")  # a long read of the CRM
+        with pytest.raises(MigrationLockTimeout):
+            migrate(empty_database, tmp_path, lock_timeout_ms=50,
+                    deadline=time.monotonic() + 1.5)
+        crm.rollback()
+    with psycopg.connect(empty_database) as conn:
+        columns = {r[0] for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'busy'::regclass AND attnum > 0")}
+        indexes = conn.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'busy'"
+                               ).fetchone()[0]
+    assert columns == {"id"} and indexes == 0
+
+
+def test_a_migration_retries_until_the_lock_is_free(empty_database, tmp_path):
+    import threading
+    import time
+
+    from shared.platform.migrator import migrate
+
+    _write(tmp_path, "0001_table", "CREATE TABLE busy (id int);")
+    migrate(empty_database, tmp_path)
+    _write(tmp_path, "0002_column", "ALTER TABLE busy ADD COLUMN note text;")
+    crm = psycopg.connect(empty_database)
+    crm.execute("LOCK TABLE busy IN ACCESS SHARE MODE")
+    attempts_started = threading.Event()
+    released = threading.Timer(1.0, lambda: (attempts_started.set(), crm.rollback()))
+    released.start()
+    try:
+        assert migrate(empty_database, tmp_path, lock_timeout_ms=50,
+                       deadline=time.monotonic() + 60) == ["0002_column"]
+    finally:
+        released.join()
+        crm.close()
+    assert attempts_started.is_set()  # it was still waiting when the lock went away
+
+
+def test_the_custom_resource_answers_failed_before_its_own_timeout(cloudformation,
+                                                                   empty_database, tmp_path,
+                                                                   monkeypatch):
+    """Locks that never come free: the handler's deadline (its remaining time less a reserve)
+    ends the retries and CloudFormation hears FAILED, with the schema untouched."""
+    from functions.db_migrate import app as db_migrate
+    from shared.platform import migrator
+
+    url, received = cloudformation
+    _write(tmp_path, "0001_table", "CREATE TABLE busy (id int);")
+    migrator.migrate(empty_database, tmp_path)
+    _write(tmp_path, "0002_column", "ALTER TABLE busy ADD COLUMN note text;")
+    monkeypatch.setattr(migrator, "MIGRATIONS_DIR", tmp_path)
+    monkeypatch.setattr(db_migrate, "migrate", lambda dsn, deadline: migrator.migrate(
+        dsn, tmp_path, deadline=deadline, lock_timeout_ms=50))
+    with psycopg.connect(empty_database) as crm:
+        crm.execute("LOCK TABLE busy IN ACCESS SHARE MODE")
+        context = LocalContext(function_name="db_migrate",
+                               timeout_seconds=db_migrate.RESERVE_SECONDS + 2)
+        db_migrate.lambda_handler(_event(url, "Update"), context)
+        assert context.get_remaining_time_in_millis() > 0  # answered in time
+        crm.rollback()
+    assert received[0]["Status"] == "FAILED"
+    assert "MigrationLockTimeout" in received[0]["Reason"]

@@ -483,7 +483,9 @@ def test_connection_log_event_and_metric_by_outcome(browser, tenant_id, app_logs
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines()
            if line.startswith("{") and "OAuthConnections" in line]
     assert [m["outcome"] for m in emf] == ["connected", "invalid_state"]
-    assert emf[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["outcome", "service"]]
+    # The stage too: dev, staging and prod share the namespace (template.yaml's alarms read it).
+    assert sorted(emf[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]) == [
+        "outcome", "service", "stage"]
 
 
 # -- whatever arrives, a redirect to the frontend --------------------------------------------

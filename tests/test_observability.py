@@ -137,3 +137,90 @@ def test_cold_start_is_per_function(log_lines):
         handler({}, LocalContext(name))
     assert [(line["function_name"], line["cold_start"]) for line in log_lines()] == [
         ("ColdStartProbeA", True), ("ColdStartProbeA", False), ("ColdStartProbeB", True)]
+
+
+def _emf_records(stdout: str) -> list[dict]:
+    records = []
+    for line in stdout.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if "_aws" in record:
+            records.append(record)
+    return records
+
+
+def test_every_metric_carries_the_stage(stack, capsys, monkeypatch):
+    """dev, staging and prod share a namespace and a region: each figure says its stage, also
+    the single-metric records (HSM outcomes, OAuth outcomes) and the per-version 500 count."""
+    from shared.hsm.dispatch import emit_message_metrics
+    from shared.platform.observability import count_unhandled_error, counters, metrics
+    from shared.platform.settings import get_settings
+
+    monkeypatch.setenv("STAGE", "staging")
+    get_settings.cache_clear()
+
+    @entrypoint
+    def handler(event, context):
+        counters.incr("MetaApiCalls")
+        metrics.add_metric(name="HsmTenantsQueued", unit="Count", value=1)
+        emit_message_metrics(__import__("collections").Counter({"SENT": 2}))
+        count_unhandled_error()
+
+    capsys.readouterr()
+    try:
+        handler({}, LocalContext("StageProbeFunction"))
+    finally:
+        monkeypatch.delenv("STAGE")
+        get_settings.cache_clear()
+        metrics.set_default_dimensions(stage=get_settings().stage)
+    records = _emf_records(capsys.readouterr().out)
+    names = set()
+    for record in records:
+        assert record["stage"] == "staging"
+        for directive in record["_aws"]["CloudWatchMetrics"]:
+            assert all("stage" in dims for dims in directive["Dimensions"])
+            names |= {m["Name"] for m in directive["Metrics"]}
+    assert {"MetaApiCalls", "HsmTenantsQueued", "HsmMessagesSent", "UnhandledErrors"} <= names
+    by_version = [r for r in records if r.get("function_version")]
+    assert by_version and by_version[0]["function_name"] == "StageProbeFunction"
+
+
+def test_an_api_request_logs_its_request_id_as_the_correlation_id(log_lines):
+    from shared.platform.observability import API_CORRELATION_ID_PATH
+
+    @entrypoint
+    def handler(event, context):
+        logger.info("handled")
+
+    event = {"requestContext": {"requestId": "Ab1cD2eF3gH=", "http": {"method": "GET"}}}
+    handler(event, LocalContext("TokenStatusFunction"))
+    assert API_CORRELATION_ID_PATH == "requestContext.requestId"
+    line = log_lines()[-1]
+    assert line["correlation_id"] == "Ab1cD2eF3gH="
+    assert "run_id" not in line
+
+
+def test_every_log_line_of_a_job_carries_its_run_id(log_lines):
+    """A scheduled run's id (the scheduler's execution id, template.yaml's Input) is on every
+    line, also from the run's worker threads; a queue batch's run is its invocation."""
+    @entrypoint
+    def job(event, context):
+        async def work():
+            threads = RunThreads()
+            try:
+                await threads.run(logger.info, "in_db_thread")
+            finally:
+                threads.close()
+
+        logger.info("job_started")
+        asyncio.run(work())
+
+    job({"source": "aws.scheduler", "detail-type": "Scheduled Event",
+         "id": "7f1d6d2c-run", "detail": {}}, LocalContext("HsmDispatchFunction"))
+    context = LocalContext("HsmWorkerFunction")
+    job({"Records": [{"messageId": "m-1", "body": "{}"}]}, context)
+    lines = log_lines()
+    assert [line["run_id"] for line in lines] == ["7f1d6d2c-run", "7f1d6d2c-run",
+                                                  context.aws_request_id, context.aws_request_id]

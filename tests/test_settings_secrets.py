@@ -8,8 +8,9 @@ import uuid
 
 import boto3
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
-from shared.platform.settings import Settings
+from shared.platform.settings import DATABASE_CA_BUNDLE, Settings
 
 
 def _secret(value: str) -> str:
@@ -24,8 +25,22 @@ def test_app_secret_and_dsn_are_read_from_secrets_manager(stack):
     settings = Settings(meta_app_secret=None, meta_app_secret_arn=app_secret_arn,
                         database_url=None, database_secret_arn=db_arn)
     assert settings.app_secret() == "s3cr3t-app-value"
-    assert settings.database_dsn() == ("host=db.internal port=5433 dbname=crm "
-                                       "user=marketing_app password=p@ss sslmode=require")
+    assert conninfo_to_dict(settings.database_dsn()) == {
+        "host": "db.internal", "port": "5433", "dbname": "crm", "user": "marketing_app",
+        "password": "p@ss", "sslmode": "verify-full", "sslrootcert": str(DATABASE_CA_BUNDLE)}
+
+
+def test_a_secret_is_found_by_its_name_and_the_proxy_replaces_its_host(stack):
+    """template.yaml passes the secret as given (a name or an ARN) and the RDS Proxy endpoint as
+    DATABASE_HOST: the secret's host names the database behind the proxy."""
+    arn = _secret(json.dumps({"host": "crm-db.internal", "username": "marketing_app",
+                              "password": "pw", "dbname": "crm"}))
+    name = arn.split(":secret:", 1)[1].rsplit("-", 1)[0]  # moto adds the random suffix too
+    settings = Settings(database_url=None, database_secret_arn=name,
+                        database_host="marketing-hub.proxy-abc.us-east-1.rds.amazonaws.com")
+    parts = conninfo_to_dict(settings.database_dsn())
+    assert parts["host"] == "marketing-hub.proxy-abc.us-east-1.rds.amazonaws.com"
+    assert (parts["user"], parts["dbname"], parts["port"]) == ("marketing_app", "crm", "5432")
 
 
 def test_the_environment_wins_locally_and_nothing_is_a_silent_default(stack):

@@ -15,6 +15,10 @@ from shared.platform.deadlines import deadline_from_context
 from shared.platform.events import is_scheduled
 from shared.platform.observability import entrypoint, logger
 
+# Postgres connections a container opens (tests/test_connection_budget.py): the
+# handler's thread only.
+DB_CONNECTIONS = 1
+
 # The sync's own lease and windows handle the time left; this reserve lets it record where it
 # stopped before Lambda's timeout.
 RESERVE_SECONDS = 10.0

@@ -11,6 +11,10 @@ queues nothing that a worker would send twice.
 from shared.hsm.planner import plan_dispatch
 from shared.platform.observability import entrypoint, logger
 
+# Postgres connections a container opens (tests/test_connection_budget.py): the
+# handler's thread only.
+DB_CONNECTIONS = 1
+
 
 @entrypoint
 def lambda_handler(event: dict, context) -> dict:

@@ -13,6 +13,10 @@ from shared.hsm.rules import (
 from shared.platform.http import build_resolver, current_principal, http_response
 from shared.platform.observability import entrypoint
 
+# Postgres connections a container opens (tests/test_connection_budget.py): the
+# handler's thread only.
+DB_CONNECTIONS = 1
+
 app = build_resolver()
 # Checked before the body is validated: a member gets 403, never a 422 about the body.
 ADMIN_METHODS = frozenset({"POST", "PATCH", "DELETE"})

@@ -8,6 +8,10 @@ from shared.platform.http import build_resolver, current_principal, http_respons
 from shared.platform.observability import entrypoint
 from shared.whatsapp.templates import list_templates
 
+# Postgres connections a container opens (tests/test_connection_budget.py): the
+# handler's thread only.
+DB_CONNECTIONS = 1
+
 app = build_resolver()
 
 # Meta's template statuses, plus the states its status webhooks report (FLAGGED, LOCKED...).

@@ -6,9 +6,13 @@ partial batch response {"batchItemFailures": [...]}: a tenant whose run failed i
 Message bodies are never logged.
 """
 
+from shared.hsm.threads import CONNECTIONS
 from shared.hsm.worker import work_batch
 from shared.platform.deadlines import deadline_from_context
 from shared.platform.observability import entrypoint
+
+# The dispatch threads' connections (shared.hsm.threads): the most a container opens.
+DB_CONNECTIONS = CONNECTIONS
 
 # Left at the end of the invocation for the last result writes, the leases and continuations.
 RESERVE_SECONDS = 5.0

@@ -23,6 +23,10 @@ from shared.platform.http import (
 )
 from shared.platform.observability import entrypoint
 
+# Postgres connections a container opens (tests/test_connection_budget.py): the
+# handler's thread only.
+DB_CONNECTIONS = 1
+
 app = build_resolver()
 
 FromDate = Annotated[date | None, Query(alias="from")]

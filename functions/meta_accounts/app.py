@@ -5,6 +5,10 @@ from shared.platform.deadlines import deadline_from_context
 from shared.platform.http import build_resolver, current_principal, http_response
 from shared.platform.observability import entrypoint
 
+# Postgres connections a container opens (tests/test_connection_budget.py): the
+# handler's thread only.
+DB_CONNECTIONS = 1
+
 app = build_resolver()
 
 

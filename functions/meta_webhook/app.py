@@ -12,6 +12,10 @@ from shared.platform.observability import entrypoint
 from shared.platform.settings import get_settings
 from shared.whatsapp import webhook
 
+# Postgres connections a container opens (tests/test_connection_budget.py): the
+# handler's thread only.
+DB_CONNECTIONS = 1
+
 app = build_resolver()
 
 

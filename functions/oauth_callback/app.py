@@ -15,6 +15,10 @@ from shared.platform.deadlines import deadline_from_context
 from shared.platform.http import build_resolver, http_response
 from shared.platform.observability import entrypoint
 
+# Postgres connections a container opens (tests/test_connection_budget.py): the
+# handler's thread only.
+DB_CONNECTIONS = 1
+
 app = build_resolver()
 
 _EXPIRED_BINDING = Cookie(

@@ -13,6 +13,9 @@ from shared.connection.oauth_state import (
 from shared.platform.http import build_resolver, current_principal, http_response
 from shared.platform.observability import entrypoint, logger
 
+# OAuth state lives in DynamoDB: this function never connects to Postgres.
+DB_CONNECTIONS = 0
+
 app = build_resolver()
 
 

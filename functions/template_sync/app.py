@@ -11,6 +11,10 @@ from shared.platform.events import is_scheduled
 from shared.platform.observability import entrypoint, logger
 from shared.whatsapp.template_sync import plan_template_sync, refresh_batch
 
+# Postgres connections a container opens (tests/test_connection_budget.py): the
+# handler's thread only.
+DB_CONNECTIONS = 1
+
 
 @entrypoint
 def lambda_handler(event: dict, context) -> dict:

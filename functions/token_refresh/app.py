@@ -8,9 +8,12 @@ or the Scheduler's input) does not. Both answer the contract's summary
 {"checked", "refreshed", "failed", "needs_reconnect"}. Events are never logged.
 """
 
-from shared.connection.token_refresh import refresh_tenant_now, run_scheduled
+from shared.connection.token_refresh import DB_WORKERS, refresh_tenant_now, run_scheduled
 from shared.platform.http import build_resolver, current_principal, http_response
 from shared.platform.observability import entrypoint, logger
+
+# A run's Postgres threads, and the handler's own thread (the listing, a manual refresh).
+DB_CONNECTIONS = DB_WORKERS + 1
 
 app = build_resolver()
 

@@ -6,6 +6,10 @@ from shared.platform.http import build_resolver, current_principal, http_respons
 from shared.platform.observability import entrypoint, logger
 from shared.whatsapp.accounts import list_accounts
 
+# Postgres connections a container opens (tests/test_connection_budget.py): the
+# handler's thread only.
+DB_CONNECTIONS = 1
+
 app = build_resolver()
 
 

@@ -10,6 +10,10 @@ from shared.platform.http import build_resolver, current_principal, http_respons
 from shared.platform.observability import entrypoint
 from shared.whatsapp.connect import ConnectRequest, connect_sender
 
+# Postgres connections a container opens (tests/test_connection_budget.py): the
+# handler's thread only.
+DB_CONNECTIONS = 1
+
 app = build_resolver()
 # Checked before the body is validated: a member gets 403, never a 422 about the body.
 ADMIN_METHODS = frozenset({"POST"})

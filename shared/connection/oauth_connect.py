@@ -225,6 +225,7 @@ def _report(outcome: Outcome) -> None:
     # single_metric: its own EMF record, so the outcome dimension never sticks to the shared
     # `metrics` object that other code in this container flushes.
     with single_metric(
-        name="OAuthConnections", unit=MetricUnit.Count, value=1, namespace=metrics.namespace
+        name="OAuthConnections", unit=MetricUnit.Count, value=1, namespace=metrics.namespace,
+        default_dimensions=metrics.default_dimensions,  # the stage
     ) as metric:
         metric.add_dimension(name="outcome", value=outcome.label)

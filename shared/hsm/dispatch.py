@@ -109,7 +109,8 @@ def emit_message_metrics(statuses: Counter[str]) -> None:
         if not count:
             continue
         with single_metric(name="HsmMessagesSent", unit=MetricUnit.Count, value=count,
-                           namespace=metrics.namespace) as metric:
+                           namespace=metrics.namespace,
+                           default_dimensions=metrics.default_dimensions) as metric:
             metric.add_dimension(name="status", value=status)
 
 

@@ -11,10 +11,20 @@ role-scoped policy (the lookup policies of migrations/0010 belong to a NOLOGIN r
 connection of each container checks the role it got and refuses to serve with any other
 (`UnsafeDatabaseRole`): the template accepts any secret, and a DSN of the schema owner would
 otherwise show every tenant's rows to every tenant without a single error.
+
+The functions reach Postgres through a transaction pooler (RDS Proxy in AWS, PgBouncer in
+transaction mode in `DB_POOLER=pgbouncer make test`), which may hand each transaction to another
+server connection. So nothing here keeps state in the session: no server-side prepared statements
+(`prepare_threshold=None`), no session SET; the statement and lock timeouts are set in each
+transaction, in the same round trip that names the tenant. There is no liveness probe before
+use: a connection the server or the proxy dropped shows itself by failing at the start of the
+next transaction, which then runs once more on a fresh connection (`_begin`). Only there: an
+error once the caller's statements ran may hide a COMMIT that happened, so it is raised.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -23,11 +33,13 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from shared.platform.observability import logger
 from shared.platform.settings import get_settings
 
+IDLE = TransactionStatus.IDLE
 _local = threading.local()
 T = TypeVar("T")
 _safe_dsns: set[str] = set()  # DSNs whose role passed the check in this container
@@ -88,6 +100,9 @@ def _open() -> psycopg.Connection:
         row_factory=dict_row,
         connect_timeout=5,
         application_name="marketing-hub",
+        # Statements are never prepared on the server: a prepared statement belongs to one
+        # server session, which a transaction pooler does not keep (RDS Proxy would pin).
+        prepare_threshold=None,
     )
     with _safe_lock:
         checked = dsn in _safe_dsns
@@ -104,18 +119,12 @@ def _open() -> psycopg.Connection:
 
 
 def get_connection() -> psycopg.Connection:
-    """The container's connection (one per thread), reopened when closed or broken."""
+    """The container's connection (one per thread), reopened when closed or broken. It is not
+    probed: `tenant_tx` and `system_tx` replace one that fails as their transaction starts."""
     conn: psycopg.Connection | None = getattr(_local, "conn", None)
-    if conn is not None and not conn.closed and not conn.broken:
-        try:
-            # Cheap liveness probe: the server may have dropped an idle connection
-            # (RDS failover, pg_terminate_backend) while the container was frozen.
-            conn.execute("SELECT 1")
-            return conn
-        except psycopg.OperationalError:
-            conn.close()
-    conn = _open()
-    _local.conn = conn
+    if conn is None or conn.closed or conn.broken:
+        conn = _open()
+        _local.conn = conn
     return conn
 
 
@@ -126,6 +135,65 @@ def reset_connection() -> None:
     _local.conn = None
 
 
+# Transaction-local (the `true`): whichever server connection the pooler lends this transaction,
+# these hold for it alone and are gone at its end.
+_TIMEOUTS = ("SELECT set_config('statement_timeout', %(statement)s, true),"
+             " set_config('lock_timeout', %(lock)s, true)")
+# A system transaction leaves app.tenant_id alone: unset, RLS hides every tenant row, and one
+# nested in a tenant's transaction (a savepoint) must not clear that tenant for the rest of it.
+_TENANT = _TIMEOUTS + ", set_config('app.tenant_id', %(tenant)s, true)"
+
+
+def _is_disconnect(conn: psycopg.Connection, exc: psycopg.Error) -> bool:
+    return isinstance(exc, psycopg.OperationalError) and (conn.broken or conn.closed)
+
+
+@contextmanager
+def _begin(tenant_id: str | None, conn: psycopg.Connection | None
+           ) -> Iterator[psycopg.Connection]:
+    """A transaction on `conn` (or the thread's connection) with the timeouts and the tenant set.
+
+    A connection found dead as the transaction begins (BEGIN or the setup statement fails and
+    psycopg marks it broken: the proxy's idle timeout, a failover, a restarted pooler) is
+    replaced once; nothing of the caller's has run yet, so nothing can run twice. A failure
+    after that is raised as it is: the transaction may have committed. A connection the caller
+    passed in is never replaced behind its back."""
+    s = get_settings()
+    setup = _TIMEOUTS if tenant_id is None else _TENANT
+    params = {"statement": f"{s.database_statement_timeout_ms}ms",
+              "lock": f"{s.database_lock_timeout_ms}ms", "tenant": tenant_id}
+    for attempt in (1, 2):
+        current = conn or get_connection()
+        # Inside a caller's transaction (a savepoint), a fresh connection would escape it.
+        replaceable = conn is None and current.info.transaction_status == IDLE
+        tx = current.transaction()
+        try:
+            tx.__enter__()
+            current.execute(setup, params)
+        except psycopg.Error as exc:
+            with contextlib.suppress(psycopg.Error):  # a dead connection cannot roll back
+                tx.__exit__(type(exc), exc, exc.__traceback__)
+            if not replaceable or attempt == 2 or not _is_disconnect(current, exc):
+                raise
+            reset_connection()
+            continue
+        with _finishing(tx):
+            yield current
+        return
+
+
+@contextmanager
+def _finishing(tx: psycopg.Transaction) -> Iterator[None]:
+    # Commit when the caller's block ends, roll back when it raises (the Transaction's own rule).
+    try:
+        yield
+    except BaseException as exc:
+        if not tx.__exit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        tx.__exit__(None, None, None)
+
+
 @contextmanager
 def tenant_tx(
     tenant_id: str, conn: psycopg.Connection | None = None
@@ -133,10 +201,8 @@ def tenant_tx(
     """A transaction in which row-level security sees only `tenant_id`'s rows."""
     if not tenant_id:
         raise ValueError("tenant_id is required for a tenant-scoped transaction")
-    conn = conn or get_connection()
-    with conn.transaction():
-        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
-        yield conn
+    with _begin(str(tenant_id), conn) as current:
+        yield current
 
 
 @contextmanager
@@ -146,9 +212,8 @@ def system_tx(conn: psycopg.Connection | None = None) -> Iterator[psycopg.Connec
     Scheduled jobs use it only to call the narrow SECURITY DEFINER functions that list which
     tenants have work (ids only), then do the work itself inside `tenant_tx`.
     """
-    conn = conn or get_connection()
-    with conn.transaction():
-        yield conn
+    with _begin(None, conn) as current:
+        yield current
 
 
 def retry_conflicts(work: Callable[[], T], attempts: int = 3) -> T:

@@ -18,7 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from shared.platform.auth import Principal, principal_from_claims, require_admin
 from shared.platform.errors import AppError, MetaUnavailable, NotFound, UpstreamError
 from shared.platform.json_input import UnreadableJson, loads
-from shared.platform.observability import counters, logger
+from shared.platform.observability import count_unhandled_error, logger
 from shared.platform.settings import get_settings
 
 SECURITY_HEADERS = {
@@ -105,7 +105,7 @@ def build_resolver() -> APIGatewayHttpResolver:
     def _unexpected(exc: Exception) -> Response:
         # The client learns nothing about the failure; the log has the type, never the payload.
         logger.exception("unhandled_error", extra={"error_type": type(exc).__name__})
-        counters.incr("UnhandledErrors")  # the canary's gate alarm (template.yaml)
+        count_unhandled_error()  # the alarms, and the canary gate of this version (template.yaml)
         return error_response(500, "internal_error", AppError.default_message)
 
     return app

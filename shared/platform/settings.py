@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,6 +12,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Meta's Marketing API retires versions sooner than the rest of Graph: v24.0 stopped on
 # 2026-11-10 and v25.0 stops on 2027-02-23. v26.0 (2026-07-29) has no end date yet.
 DEFAULT_GRAPH_VERSION = "v26.0"
+
+# The CAs of RDS and RDS Proxy certificates, shipped in the package (certs/SOURCE.md): the
+# functions verify the server they reach (verify-full), never just encrypt to whoever answers.
+DATABASE_CA_BUNDLE = Path(__file__).resolve().parent / "certs" / "aws-database-ca-bundle.pem"
 
 # What the features need, and nothing more:
 DEFAULT_SCOPES = (
@@ -37,13 +42,21 @@ class Settings(BaseSettings):
     meta_scopes: str = ",".join(DEFAULT_SCOPES)
     meta_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
 
+    # The deployment's stage (template.yaml's Stage): a dimension of every metric.
+    stage: str = "local"
     frontend_url: str = "http://localhost:3000"
     database_url: SecretStr | None = None
     database_secret_arn: str | None = None
     migrations_database_url: SecretStr | None = None
     migrations_secret_arn: str | None = None
+    # Where the functions reach Postgres: the stack's RDS Proxy endpoint (template.yaml). It
+    # replaces the secrets' `host`, which names the database itself (what the proxy connects to).
+    database_host: str | None = None
+    # Set in every transaction (shared.platform.db): a statement or a lock wait never outlives
+    # the invocation that started it, and never holds the CRM's rows for long.
+    database_statement_timeout_ms: int = Field(default=20_000, ge=100, le=900_000)
+    database_lock_timeout_ms: int = Field(default=5_000, ge=100, le=900_000)
     oauth_state_table: str = ""
-    idempotency_table: str = ""
     token_kms_key_id: str = ""
     event_bus_name: str = "default"
     # The queues scheduled work fans out on (template.yaml; CONTRACT "Scheduled functions and
@@ -128,27 +141,37 @@ class Settings(BaseSettings):
 
     def database_dsn(self) -> str:
         """The application role's DSN (no BYPASSRLS)."""
-        return _dsn(self.database_url, self.database_secret_arn, "DATABASE_URL")
+        return self._dsn(self.database_url, self.database_secret_arn, "DATABASE_URL")
 
     def migrations_dsn(self) -> str:
         """The schema owner's DSN, used only to migrate."""
-        return _dsn(self.migrations_database_url, self.migrations_secret_arn,
-                    "MIGRATIONS_DATABASE_URL")
+        return self._dsn(self.migrations_database_url, self.migrations_secret_arn,
+                         "MIGRATIONS_DATABASE_URL")
+
+    def _dsn(self, url: SecretStr | None, secret_id: str | None, name: str) -> str:
+        if url is not None:
+            return url.get_secret_value()
+        if secret_id:  # a secret's name or ARN
+            from aws_lambda_powertools.utilities import parameters
+
+            secret = parameters.get_secret(secret_id, transform="json", max_age=300)
+            return dsn_from_secret(secret, host=self.database_host)
+        raise RuntimeError(f"{name} or its secret must be set")
 
 
-def _dsn(url: SecretStr | None, secret_arn: str | None, name: str) -> str:
-    if url is not None:
-        return url.get_secret_value()
-    if secret_arn:
-        from aws_lambda_powertools.utilities import parameters
+def dsn_from_secret(secret: dict, host: str | None = None) -> str:
+    """A libpq DSN from a secret in the RDS format (host, port, dbname, username, password).
 
-        secret = parameters.get_secret(secret_arn, transform="json", max_age=300)
-        return (
-            f"host={secret['host']} port={secret.get('port', 5432)} "
-            f"dbname={secret.get('dbname', 'postgres')} user={secret['username']} "
-            f"password={secret['password']} sslmode=require"
-        )
-    raise RuntimeError(f"{name} or its secret ARN must be set")
+    make_conninfo quotes each value: a password with spaces, quotes or `host=...` in it stays a
+    password and can never add or replace a connection parameter. TLS verifies the server's
+    certificate and name against the shipped CAs."""
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(
+        host=host or secret["host"], port=str(secret.get("port", 5432)),
+        dbname=secret.get("dbname", "postgres"), user=secret["username"],
+        password=secret["password"], sslmode="verify-full",
+        sslrootcert=str(DATABASE_CA_BUNDLE))
 
 
 @lru_cache(maxsize=1)
