@@ -49,6 +49,7 @@ SEND_LATENCY_MS = 150
 GRAPH_READ_LATENCY_MS = 200
 WORKER_COUNTS = (1, 4, 16)
 SCHEDULE_SECONDS = 60  # the planner's rate in template.yaml: a due lead waits up to this
+SCALE_ENV = "prod"  # whose HsmWorkerConcurrency the 10,000-tenant figure assumes
 WA_SCOPES = ["business_management", "whatsapp_business_management",
              "whatsapp_business_messaging"]
 
@@ -204,12 +205,14 @@ def fanned_out(ctx: BenchContext, due: list[dict], workers: int, expected: int) 
     procs = start_workers(ctx, workers)
     try:
         with ConnectionSampler(ctx) as connections:
-            started = time.monotonic()
-            planned = lambda_handler(scheduled_event(), LocalContext("HsmDispatchFunction", 60))
-            planner_s = time.monotonic() - started
+            # The workers poll before the tick, as Lambda's event source mapping does: a
+            # tenant's message is served while the planner is still queueing the others.
             for proc in procs:
                 proc.stdin.write(b"go\n")
                 proc.stdin.flush()
+            started = time.monotonic()
+            planned = lambda_handler(scheduled_event(), LocalContext("HsmDispatchFunction", 60))
+            planner_s = time.monotonic() - started
             monos = _wait_for(ctx, due, expected, started, timeout=900)
     finally:
         stop_workers(procs)
@@ -287,10 +290,11 @@ def due_to_send_p95(latencies: list[float], stretch: float = 1.0) -> float:
     return samples[int(0.95 * len(samples))]
 
 
-def template_concurrency() -> int:
-    from devstack.template import load_template
+def worker_concurrency(config_env: str) -> int:
+    """HsmWorkerConcurrency as samconfig.toml deploys `config_env` (else the template's default)."""
+    from devstack.connection_budget import parameter_values
 
-    return int(load_template()["Parameters"]["HsmWorkerConcurrency"]["Default"])
+    return int(parameter_values(config_env)["HsmWorkerConcurrency"])
 
 
 # -- the scenario ------------------------------------------------------------------------------
@@ -319,12 +323,17 @@ def run(ctx: BenchContext) -> ScenarioResult:
         runs.append(fanned_out(ctx, due, n, expected))
     touched = idle_touched(idle_ones)
 
-    concurrency = template_concurrency()
+    # 10,000 tenants is a production figure: the prod environment's worker concurrency.
+    concurrency = worker_concurrency(SCALE_ENV)
     one, most = runs[0], runs[-1]
     # Per-tenant cost from the one-worker run (no other worker contends for this machine's
-    # two cores; in AWS each worker has its own vCPU), spread over the configured workers.
+    # two cores; in AWS each worker has its own vCPU), spread over the configured workers. The
+    # planner queues while the workers serve, so the pass is the longer of the two, the planner
+    # scaled from its measured time (mostly the emulator's SendMessageBatch calls).
     per_tenant_s = one["pass_s"] / tenants
-    pass_10k = 10_000 * per_tenant_s / concurrency + one["planner_s"] * 10_000 / tenants
+    workers_10k = 10_000 * per_tenant_s / concurrency
+    planner_10k = one["planner_s"] * 10_000 / tenants
+    pass_10k = max(workers_10k, planner_10k)
     p95_here = due_to_send_p95(most["latencies"])
     p95_10k = due_to_send_p95(one["latencies"], pass_10k / one["pass_s"])
     cmd = command_for(NAME)
@@ -340,7 +349,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
             baseline=f"{secs(baseline['pass_s'])} (one invocation)",
             ratio=" / ".join(f"{r['tenants_per_s_per_worker']:.1f}" for r in runs)
             + " tenants/s per worker", goal="reported", met=None, command=cmd),
-        Row(scenario=f"10,000 tenants, every one with due work, at the template's "
+        Row(scenario=f"10,000 tenants, every one with due work, at {SCALE_ENV}'s "
                      f"{concurrency} workers (extrapolated from the 1-worker run)",
             project=secs(pass_10k), baseline="300 s (the old 5-minute schedule)",
             ratio=f"{pass_10k / 300:.2f}× the schedule", goal="inside 5 minutes",
@@ -370,11 +379,17 @@ def run(ctx: BenchContext) -> ScenarioResult:
             f"at most {r['db_connections_max']} app-role connections.")
     result.notes += [
         f"- Extrapolation: the 1-worker run costs {per_tenant_s * 1000:.0f} worker-ms per "
-        f"tenant (a batch of 5 tenants at a time, 150 ms per send); 10,000 tenants over "
-        f"{concurrency} workers is 10,000 × {per_tenant_s:.3f} s / {concurrency} plus the "
-        f"planner's own time scaled from {tenants:,} tenants ({secs(one['planner_s'])}). The "
-        "16-worker run here shares two cores among 16 worker processes, the sandbox and "
-        "Postgres, so its per-worker figure is lower than a Lambda worker with its own vCPU.",
+        f"tenant (a batch of 10 tenants side by side, 150 ms per send); 10,000 tenants over "
+        f"{SCALE_ENV}'s {concurrency} workers (samconfig.toml) is 10,000 × "
+        f"{per_tenant_s:.3f} s / {concurrency} = {secs(workers_10k)}; the planner, scaled "
+        f"from {tenants:,} tenants ({secs(one['planner_s'])}), queues 10,000 in "
+        f"{secs(planner_10k)} while the workers already serve, so the pass is the longer of "
+        "the two. The planner's time here is nearly all SendMessageBatch calls to moto, which "
+        "slow as the queue grows and as the machine's load rises; SQS itself answers in "
+        "milliseconds. The 16-worker run here shares two cores among 16 worker processes, "
+        "the sandbox, moto and Postgres, so its per-worker figure is lower than a Lambda "
+        "worker with its own vCPU; that is why the pass time does not fall with workers on "
+        "this machine.",
         "- The baseline is kinder than the design it replaces: it does not read each tenant's "
         f"templates from Meta ({GRAPH_READ_LATENCY_MS} ms each when older than 15 minutes, "
         "which the old run did on the send path), so the real gap was larger.",
