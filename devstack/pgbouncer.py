@@ -102,6 +102,8 @@ listen_port = {port}
 unix_socket_dir =
 auth_type = trust
 auth_file = {directory / 'users.txt'}
+auth_user = {user}
+auth_query = SELECT rolname::text, NULL::text FROM pg_catalog.pg_roles WHERE rolname = $1
 pool_mode = transaction
 default_pool_size = {SERVER_CONNECTIONS}
 max_client_conn = 1000

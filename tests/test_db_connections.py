@@ -105,7 +105,7 @@ def test_a_connection_lost_after_the_work_started_is_not_retried(fresh_connectio
 
 
 def test_a_connection_the_caller_passed_in_is_never_swapped(stack, fresh_connection, tenant_id):
-    own = psycopg.connect(stack.env["DATABASE_URL"], autocommit=True)
+    own = psycopg.connect(stack.env["DATABASE_URL"], autocommit=True, prepare_threshold=None)
     _kill_socket(own)
     with pytest.raises(psycopg.OperationalError), db.tenant_tx(tenant_id, own):
         pass

@@ -118,14 +118,31 @@ def _open() -> psycopg.Connection:
     return conn
 
 
+# Moved by reopen_everywhere(): a thread whose connection is of an older generation replaces it.
+_generation = 0
+
+
 def get_connection() -> psycopg.Connection:
     """The container's connection (one per thread), reopened when closed or broken. It is not
     probed: `tenant_tx` and `system_tx` replace one that fails as their transaction starts."""
     conn: psycopg.Connection | None = getattr(_local, "conn", None)
+    if conn is not None and getattr(_local, "generation", _generation) != _generation:
+        conn.close()
+        conn = None
     if conn is None or conn.closed or conn.broken:
         conn = _open()
         _local.conn = conn
+        _local.generation = _generation
     return conn
+
+
+def reopen_everywhere() -> None:
+    """Every thread's connection is replaced at its next use, this thread's now: for a changed
+    DATABASE_URL. Closing another role's server sessions is not enough behind a pooler, which
+    keeps the client's socket open and would log in as the old role again."""
+    global _generation
+    _generation += 1
+    reset_connection()
 
 
 def reset_connection() -> None:

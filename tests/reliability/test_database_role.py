@@ -57,12 +57,12 @@ def functions_connect_as(monkeypatch):
     def connect_as(dsn: str) -> None:
         monkeypatch.setenv("DATABASE_URL", dsn)
         get_settings.cache_clear()
-        db.reset_connection()
+        db.reopen_everywhere()
 
     yield connect_as
     monkeypatch.undo()
     get_settings.cache_clear()
-    db.reset_connection()
+    db.reopen_everywhere()
 
 
 def _refused(problem: str) -> None:
@@ -157,10 +157,10 @@ def test_an_api_function_on_an_unsafe_role_answers_500_and_says_why(api, stack, 
 def test_the_check_reads_the_catalog_not_a_cache_of_another_dsn(stack, make_role):
     """check_role itself, on a connection opened by hand: it asks Postgres every time."""
     role = make_role("BYPASSRLS")
-    with (psycopg.connect(_dsn_for(stack, role), autocommit=True,
+    with (psycopg.connect(_dsn_for(stack, role), autocommit=True, prepare_threshold=None,
                           row_factory=psycopg.rows.dict_row) as conn,
           pytest.raises(db.UnsafeDatabaseRole, match="has BYPASSRLS")):
         db.check_role(conn)
-    with psycopg.connect(stack.database.app_dsn, autocommit=True,
+    with psycopg.connect(stack.database.app_dsn, autocommit=True, prepare_threshold=None,
                          row_factory=psycopg.rows.dict_row) as conn:
         db.check_role(conn)

@@ -137,7 +137,8 @@ def test_rls_is_enabled_and_forced_on_every_table_with_a_tenant_id(owner):
 
 
 def _as_app(stack):
-    return psycopg.connect(stack.database.app_dsn, autocommit=True, row_factory=dict_row)
+    return psycopg.connect(stack.database.app_dsn, autocommit=True, row_factory=dict_row,
+                           prepare_threshold=None)  # a pooler's server sessions are shared
 
 
 def test_unscoped_queries_as_the_app_role_see_no_rows_of_another_tenant(stack, owner,

@@ -51,11 +51,11 @@ def functions_bypass_rls(stack, owner, monkeypatch):
     db._safe_dsns.add(dsn)  # past the startup check, which refuses BYPASSRLS: on purpose here
     monkeypatch.setenv("DATABASE_URL", dsn)
     get_settings.cache_clear()
-    db.reset_connection()
+    db.reopen_everywhere()
     yield role
     monkeypatch.undo()
     get_settings.cache_clear()
-    db.reset_connection()
+    db.reopen_everywhere()
     db._safe_dsns.discard(dsn)
     # Worker threads (the dispatch pool, the refresh run's) keep their connections: end the
     # role's sessions, so each reconnects as the app role instead of serving later tests as a
