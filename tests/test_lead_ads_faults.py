@@ -212,3 +212,30 @@ def test_no_page_token_in_responses_or_logs(api, pages, lead_page, captured_logs
     for secret in secrets:
         assert all(secret not in text for text in texts)
         assert secret not in logs
+
+
+def test_a_page_token_copied_from_another_row_does_not_open(api, pages, connected_page):
+    """The encryption context binds a ciphertext to its tenant and Page: one copied to another
+    Page's row is refused by KMS, the read is recorded and the Page flagged, nothing is read
+    with the wrong Page's token."""
+    from shared.leads import pages_store
+    from shared.platform.db import tenant_tx
+
+    page = connected_page
+    second = pages.create_page("10001")["page_id"]
+    assert api.post("/crm/marketing/pages/connect", tenant_id=page.tenant_id,
+                    json={"page_id": second}).status_code == 200
+    with tenant_tx(page.tenant_id) as conn:
+        conn.execute("UPDATE meta_pages SET ciphertext = (SELECT ciphertext FROM meta_pages"
+                     " WHERE tenant_id = app_current_tenant() AND page_id = %s)"
+                     " WHERE tenant_id = app_current_tenant() AND page_id = %s",
+                     (page.page_id, second))
+    lead = pages.create_leads(second, deliver="sync")[0]
+
+    drain_leads()
+
+    [read] = [r for r in read_rows(page.tenant_id) if r["leadgen_id"] == lead["id"]]
+    assert (read["state"], read["failure_reason"]) == ("failed", "page_token_undecryptable")
+    with tenant_tx(page.tenant_id) as conn:
+        assert pages_store.get(conn, second).status == "needs_reconnect"
+        assert pages_store.get(conn, page.page_id).status == "active"
