@@ -18,7 +18,7 @@ ENV ?= default
 
 # Before anything: a .venv whose Python is gone, or of another version than an explicit PYTHON
 # asks for, is removed (and rebuilt below) instead of failing every target the same way.
-ifeq ($(filter clean,$(MAKECMDGOALS)),)
+ifeq ($(filter clean build-%,$(MAKECMDGOALS)),)
 VENV_NOTE := $(shell command -v $(PYTHON) >/dev/null 2>&1 || { echo "PYTHON=$(PYTHON) is not \
 	installed here; pick one, e.g. make PYTHON=python3.12 demo"; exit 3; }; \
 	$(PYTHON) devstack/venv_check.py "$(VENV)" "$(PYTHON)" "$(origin PYTHON)" 2>&1)
@@ -104,24 +104,65 @@ template-check: $(TOOLS_STAMP) $(CHECKOV_STAMP) $(STAMP)
 		--quiet --skip-download --config-file .checkov.yaml
 	$(MAKE) --no-print-directory build-check
 
-# `sam build` for arm64 needs the runtime's interpreter (python3.12) on PATH; without Docker it
-# fetches Lambda-compatible (manylinux aarch64) wheels itself. A python3.12 on PATH, or one that
-# pyenv keeps (this project's dev machines run 3.11), is used. Where there is none at all, the
-# packaging question is still answered: every runtime dependency must resolve to wheels for
-# Lambda's arm64 Python 3.12 (Amazon Linux 2023, glibc 2.34: manylinux_2_28 qualifies).
+# --- Lambda packages: `sam build` builds every function with `make build-<LogicalId>` below
+# (template.yaml: `Metadata: BuildMethod: makefile` on each function; docs/DEPLOY.md).
+# Each package holds its dependencies, its own folder of functions/, the shared/ packages it
+# imports (and migrations/ for the migrator): devstack/lambda_package.py says which. Everything
+# is compiled to unchecked-hash bytecode for Python 3.12, which Lambda's read-only /var/task uses
+# as it is: no compiling on a cold start. No mtime and one hash seed: the same sources give the
+# same bytes, so sam's checksum of a function that did not change stays the same and no new
+# version is published (tests/test_lambda_packages.py).
+# The runtime's interpreter: a python3.12 on PATH, or one that pyenv keeps (this project's dev
+# machines run 3.11). pip fetches Lambda's wheels itself, no Docker: manylinux aarch64 cp312
+# (Amazon Linux 2023, glibc 2.34: manylinux_2_28 qualifies).
 PY312 := $(firstword $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null) \
 	$(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12))
-build-check: $(TOOLS_STAMP) $(STAMP)
-	@if [ -n "$(PY312)" ]; then \
-		echo "sam build with $(PY312)"; \
-		PATH="$(dir $(PY312)):$$PATH" AWS_DEFAULT_REGION=us-east-1 $(SAM) build --template template.yaml; \
-	else \
-		echo "no python3.12: checking arm64/cp312 wheels for requirements.txt instead of sam build"; \
-		rm -rf .aws-sam/wheel-check && $(PY) -m pip download -q --disable-pip-version-check \
-			--only-binary=:all: --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --python-version 3.12 \
-			--implementation cp -r requirements.txt -d .aws-sam/wheel-check && \
-		echo "arm64 python3.12 wheels resolved for every runtime dependency"; \
-	fi
+# arm64 is what the template deploys; the cold-start bench builds x86_64 to run it here.
+LAMBDA_ARCH ?= arm64
+WHEEL_ARCH := $(if $(filter x86_64,$(LAMBDA_ARCH)),x86_64,aarch64)
+BUILD_DIR := .aws-sam/$(if $(filter arm64,$(LAMBDA_ARCH)),build,build-$(LAMBDA_ARCH))
+# The dependencies are installed and compiled once per requirements.txt and architecture.
+DEPS := .aws-sam/wheels/$(LAMBDA_ARCH)-$(firstword $(shell cksum requirements.txt))
+# One process, files in order, no site-packages: marshal flags a constant by its reference count,
+# which depends on what the process compiled before (compileall -j gives each worker another
+# history, and different bytes from run to run).
+COMPILE := PYTHONHASHSEED=0 $(PY312) -S -s -m compileall -q --invalidation-mode unchecked-hash
+SAM_BUILD := PATH="$(dir $(PY312)):$$PATH" LAMBDA_ARCH=$(LAMBDA_ARCH) AWS_DEFAULT_REGION=us-east-1 \
+	$(SAM) build --template template.yaml --build-in-source --build-dir $(BUILD_DIR) \
+	--cache-dir .aws-sam/cache-$(LAMBDA_ARCH)
+
+define NO_PY312
+echo "no python3.12: install one (e.g. pyenv install 3.12) to build Lambda packages"; exit 2
+endef
+
+# sam builds functions in parallel: the first takes the lock and installs, the others wait and
+# find it done. Installed beside, then renamed into place: an interrupted install is never used.
+$(DEPS)/.complete:
+	@test -n "$(PY312)" || { $(NO_PY312); }
+	@mkdir -p "$(dir $(DEPS))" && exec 9>"$(dir $(DEPS)).lock" && \
+	{ ! command -v flock >/dev/null || flock 9; } && test -f "$@" || { \
+	tmp="$(DEPS).$$$$" && rm -rf "$$tmp" && \
+	$(PY312) -m pip install -q --disable-pip-version-check --no-compile --only-binary=:all: \
+		--platform manylinux2014_$(WHEEL_ARCH) --platform manylinux_2_28_$(WHEEL_ARCH) \
+		--python-version 3.12 --implementation cp -r requirements.txt --target "$$tmp" && \
+	rm -rf "$$tmp/bin" && \
+	$(COMPILE) -s "$$tmp" -p /var/task "$$tmp" && \
+	touch "$$tmp/.complete" && { mv -T "$$tmp" "$(DEPS)" 2>/dev/null || rm -rf "$$tmp"; }; }
+
+build-%Function: $(DEPS)/.complete
+	@test -n "$(ARTIFACTS_DIR)" || { echo "$@ is run by sam build (make build)"; exit 2; }
+	@paths="$$($(PY312) devstack/lambda_package.py $*Function)" && \
+	find "$(ARTIFACTS_DIR)" -mindepth 1 -delete && \
+	{ cp -al "$(DEPS)/." "$(ARTIFACTS_DIR)/" 2>/dev/null || cp -a "$(DEPS)/." "$(ARTIFACTS_DIR)/"; } && \
+	rm "$(ARTIFACTS_DIR)/.complete" && \
+	tar -cf - --exclude=__pycache__ --exclude='*.pyc' $$paths | tar -xf - -C "$(ARTIFACTS_DIR)" && \
+	$(COMPILE) -s "$(ARTIFACTS_DIR)" -p /var/task "$(ARTIFACTS_DIR)/functions" "$(ARTIFACTS_DIR)/shared"
+
+# What deploy builds, checked by `make test`: every function's package, with sam.
+build-check build: $(TOOLS_STAMP)
+	@test -n "$(PY312)" || { $(NO_PY312); }
+	@echo "sam build ($(LAMBDA_ARCH)) with $(PY312)"
+	$(SAM_BUILD)
 
 unit: $(STAMP) $(DOCS_UI_STAMP)
 	$(VENV)/bin/pytest -q
@@ -152,9 +193,6 @@ rollback: $(STAMP)
 # api_load kms
 bench: $(STAMP)
 	$(PY) -m bench $(if $(ONLY),--only $(ONLY))
-
-build: $(TOOLS_STAMP)
-	AWS_DEFAULT_REGION=us-east-1 $(SAM) build --template template.yaml
 
 # The connection budget first (devstack/connection_budget.py): an environment whose concurrency
 # parameters could open more connections than the RDS Proxy may is not deployed.
