@@ -45,15 +45,18 @@ def module_file(name: str) -> Path | None:
     return None
 
 
-def imported_names(path: Path) -> set[str]:
-    """Every absolute import in the file, `from a.b import c` giving both a.b and a.b.c."""
+def imported_names(name: str, path: Path) -> set[str]:
+    """Every import in module `name`'s file, `from a.b import c` giving both a.b and a.b.c."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
     return {n for n in names if n.split(".")[0] in ROOTS}
 
 
@@ -71,7 +74,7 @@ def closure(start: str) -> set[str]:
             if prefix in seen or path is None:
                 continue
             seen.add(prefix)
-            todo.extend(imported_names(path))
+            todo.extend(imported_names(prefix, path))
     return seen
 
 

@@ -104,7 +104,7 @@ def test_every_module_has_bytecode_lambda_uses_as_it_is(logical_id):
 
 def _deps_dir() -> Path | None:
     wheels = ROOT / ".aws-sam" / "wheels"
-    done = sorted(wheels.glob("arm64-*/.complete")) if wheels.exists() else []
+    done = sorted(wheels.glob("arm64-3.12-*/.complete")) if wheels.exists() else []
     return done[-1].parent if done else None
 
 
