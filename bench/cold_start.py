@@ -254,7 +254,9 @@ def run(ctx: BenchContext) -> ScenarioResult:
     venv_python = runtime_python(interpreter, version)
     env = {**os.environ, **ctx.stack.env}
     env.pop("PYTHONPATH", None)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-cold-"))
+    # Beside the builds, on their filesystem: the copies are hard links (read_only_copy).
+    (ROOT / ".cache" / "local").mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-cold-", dir=ROOT / ".cache" / "local"))
     tenant = ctx.new_tenant("bench-cold")
 
     hello_event = workdir / "hello.json"
