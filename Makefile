@@ -14,11 +14,11 @@ DOCS_UI_STAMP := $(DOCS_UI)/.installed
 SAM := SAM_CLI_TELEMETRY=0 $(TOOLS)/bin/sam
 ENV ?= default
 
-.PHONY: install tools demo dev test lint format template-check build-check unit migrate rollback bench build deploy smoke rollback-deploy clean openapi
+.PHONY: install tools demo dev test lint format template-check build-check unit migrate rollback bench bench-build build deploy smoke rollback-deploy clean openapi
 
 # Before anything: a .venv whose Python is gone, or of another version than an explicit PYTHON
 # asks for, is removed (and rebuilt below) instead of failing every target the same way.
-ifeq ($(filter clean,$(MAKECMDGOALS)),)
+ifeq ($(filter clean build-%,$(MAKECMDGOALS)),)
 VENV_NOTE := $(shell command -v $(PYTHON) >/dev/null 2>&1 || { echo "PYTHON=$(PYTHON) is not \
 	installed here; pick one, e.g. make PYTHON=python3.12 demo"; exit 3; }; \
 	$(PYTHON) devstack/venv_check.py "$(VENV)" "$(PYTHON)" "$(origin PYTHON)" 2>&1)
@@ -104,22 +104,77 @@ template-check: $(TOOLS_STAMP) $(CHECKOV_STAMP) $(STAMP)
 		--quiet --skip-download --config-file .checkov.yaml
 	$(MAKE) --no-print-directory build-check
 
-# `sam build` for arm64 needs the runtime's interpreter (python3.12) on PATH; without Docker it
-# fetches Lambda-compatible (manylinux aarch64) wheels itself. A python3.12 on PATH, or one that
-# pyenv keeps (this project's dev machines run 3.11), is used. Where there is none at all, the
-# packaging question is still answered: every runtime dependency must resolve to wheels for
-# Lambda's arm64 Python 3.12 (Amazon Linux 2023, glibc 2.34: manylinux_2_28 qualifies).
-PY312 := $(firstword $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null) \
-	$(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12))
+# --- Lambda packages: `sam build` builds every function with `make build-<LogicalId>` below
+# (template.yaml: `Metadata: {BuildMethod: makefile}` on each; docs/DEPLOY.md). A package holds
+# the dependencies, the function's own folder, the shared/ packages it imports and, for the
+# migrator, migrations/ (devstack/lambda_package.py says which), all compiled to unchecked-hash
+# bytecode, which Lambda's read-only /var/task uses as it is. No mtimes, one hash seed: the same
+# sources give the same bytes, so an unchanged function keeps sam's checksum and its version
+# (tests/test_lambda_packages.py).
+# The runtime's interpreter: a python3.12 on PATH, or one that pyenv keeps (this project's dev
+# machines run 3.11). pip fetches Lambda's wheels itself, no Docker: manylinux aarch64 cp312
+# (Amazon Linux 2023, glibc 2.34: manylinux_2_28 qualifies). arm64 and 3.12 are what the
+# template deploys; the cold-start bench builds x86_64 to run the packages here (and 3.11 on a
+# machine without 3.12).
+LAMBDA_ARCH ?= arm64
+LAMBDA_PYTHON ?= 3.12
+LAMBDA_PY := $(firstword $(shell python$(LAMBDA_PYTHON) -c 'import sys; print(sys.executable)' \
+	2>/dev/null) $(wildcard $(HOME)/.pyenv/versions/$(LAMBDA_PYTHON).*/bin/python$(LAMBDA_PYTHON)))
+WHEEL_ARCH := $(if $(filter x86_64,$(LAMBDA_ARCH)),x86_64,aarch64)
+BUILD_DIR := .aws-sam/$(if $(filter arm64-3.12,$(LAMBDA_ARCH)-$(LAMBDA_PYTHON)),build,build-$(LAMBDA_ARCH)-$(LAMBDA_PYTHON))
+# The dependencies are installed and compiled once per requirements.txt and architecture.
+DEPS := .aws-sam/wheels/$(LAMBDA_ARCH)-$(LAMBDA_PYTHON)-$(firstword $(shell cksum requirements.txt))
+# One process, files in order, no site-packages: marshal flags a constant by its reference count,
+# which depends on what the process compiled before (compileall -j gives each worker another
+# history, and different bytes from run to run).
+COMPILE := PYTHONHASHSEED=0 $(LAMBDA_PY) -S -s -m compileall -q --invalidation-mode unchecked-hash
+SAM_BUILD := PATH="$(dir $(LAMBDA_PY)):$$PATH" LAMBDA_ARCH=$(LAMBDA_ARCH) LAMBDA_PYTHON=$(LAMBDA_PYTHON) \
+	AWS_DEFAULT_REGION=us-east-1 \
+	$(SAM) build --template template.yaml --build-in-source --build-dir $(BUILD_DIR) \
+	--cache-dir .aws-sam/cache-$(LAMBDA_ARCH)-$(LAMBDA_PYTHON)
+
+define NO_LAMBDA_PY
+echo "no python$(LAMBDA_PYTHON): install one (e.g. pyenv install $(LAMBDA_PYTHON)) to build Lambda packages"; exit 2
+endef
+
+# sam builds functions in parallel: the first takes the lock and installs, the others wait and
+# find it done. Installed beside, then renamed into place: an interrupted install is never used.
+$(DEPS)/.complete:
+	@test -n "$(LAMBDA_PY)" || { $(NO_LAMBDA_PY); }
+	@mkdir -p "$(dir $(DEPS))" && exec 9>"$(dir $(DEPS)).lock" && \
+	{ ! command -v flock >/dev/null || flock 9; } && test -f "$@" || { \
+	tmp="$(DEPS).$$$$" && rm -rf "$$tmp" && \
+	$(LAMBDA_PY) -m pip install -q --disable-pip-version-check --no-compile --only-binary=:all: \
+		--platform manylinux2014_$(WHEEL_ARCH) --platform manylinux_2_28_$(WHEEL_ARCH) \
+		--python-version $(LAMBDA_PYTHON) --implementation cp -r requirements.txt --target "$$tmp" && \
+	rm -rf "$$tmp/bin" && \
+	$(COMPILE) -s "$$tmp" -p /var/task "$$tmp" && \
+	touch "$$tmp/.complete" && { mv -T "$$tmp" "$(DEPS)" 2>/dev/null || rm -rf "$$tmp"; }; }
+
+build-%Function: $(DEPS)/.complete
+	@test -n "$(ARTIFACTS_DIR)" || { echo "$@ is run by sam build (make build)"; exit 2; }
+	@paths="$$($(LAMBDA_PY) devstack/lambda_package.py $*Function)" && \
+	find "$(ARTIFACTS_DIR)" -mindepth 1 -delete && \
+	{ cp -al "$(DEPS)/." "$(ARTIFACTS_DIR)/" 2>/dev/null || cp -a "$(DEPS)/." "$(ARTIFACTS_DIR)/"; } && \
+	rm "$(ARTIFACTS_DIR)/.complete" && \
+	tar -cf - --exclude=__pycache__ --exclude='*.pyc' $$paths | tar -xf - -C "$(ARTIFACTS_DIR)" && \
+	$(COMPILE) -s "$(ARTIFACTS_DIR)" -p /var/task "$(ARTIFACTS_DIR)/functions" "$(ARTIFACTS_DIR)/shared"
+
+# Every function's package, with sam: what deploy uploads.
+build: $(TOOLS_STAMP)
+	@test -n "$(LAMBDA_PY)" || { $(NO_LAMBDA_PY); }
+	@echo "sam build ($(LAMBDA_ARCH)) with $(LAMBDA_PY)"
+	$(SAM_BUILD)
+
+# `make test`'s check: the same build. A machine with no Python 3.12 at all still answers the
+# packaging question: every runtime dependency must resolve to wheels for Lambda's arm64 Python
+# 3.12 (tests/test_lambda_packages.py then skips what needs the packages, and says so).
 build-check: $(TOOLS_STAMP) $(STAMP)
-	@if [ -n "$(PY312)" ]; then \
-		echo "sam build with $(PY312)"; \
-		PATH="$(dir $(PY312)):$$PATH" AWS_DEFAULT_REGION=us-east-1 $(SAM) build --template template.yaml; \
-	else \
+	@if [ -n "$(LAMBDA_PY)" ]; then $(MAKE) --no-print-directory build; else \
 		echo "no python3.12: checking arm64/cp312 wheels for requirements.txt instead of sam build"; \
 		rm -rf .aws-sam/wheel-check && $(PY) -m pip download -q --disable-pip-version-check \
-			--only-binary=:all: --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --python-version 3.12 \
-			--implementation cp -r requirements.txt -d .aws-sam/wheel-check && \
+			--only-binary=:all: --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 \
+			--python-version 3.12 --implementation cp -r requirements.txt -d .aws-sam/wheel-check && \
 		echo "arm64 python3.12 wheels resolved for every runtime dependency"; \
 	fi
 
@@ -150,11 +205,17 @@ rollback: $(STAMP)
 # Performance figures -> BENCHMARKS.md (about 10 minutes; not part of `make test`).
 # ONLY=<scenario>[,<scenario>] reruns some: cold_start wizard token_refresh hsm_dispatch scale
 # api_load kms
-bench: $(STAMP)
+bench: $(STAMP) $(TOOLS_STAMP)
 	$(PY) -m bench $(if $(ONLY),--only $(ONLY))
 
-build: $(TOOLS_STAMP)
-	AWS_DEFAULT_REGION=us-east-1 $(SAM) build --template template.yaml
+# The cold-start bench's packages (bench/cold_start.py runs it): this project's, by the same
+# targets as deploy's but for x86_64 (arm64 wheels cannot run here), and the Powertools
+# hello-world starter (bench/powertools_hello) built the default sam way, without bytecode.
+bench-build: $(TOOLS_STAMP)
+	@$(MAKE) --no-print-directory build LAMBDA_ARCH=x86_64 LAMBDA_PYTHON=$(LAMBDA_PYTHON)
+	PATH="$(dir $(LAMBDA_PY)):$$PATH" AWS_DEFAULT_REGION=us-east-1 $(SAM) build \
+		--template bench/powertools_hello/template.yaml --build-dir .aws-sam/build-hello-$(LAMBDA_PYTHON) \
+		--cache-dir .aws-sam/cache-hello-$(LAMBDA_PYTHON) --parameter-overrides Runtime=python$(LAMBDA_PYTHON)
 
 # The connection budget first (devstack/connection_budget.py): an environment whose concurrency
 # parameters could open more connections than the RDS Proxy may is not deployed.
