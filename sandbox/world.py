@@ -67,6 +67,7 @@ class Token:
     kind: str = "short"  # short | long
     revoked_subcode: int | None = None  # 190 subcode served once revoked (460, 458, 467 ...)
     declined: list[str] = field(default_factory=list)
+    page_id: str | None = None  # a Page token (sandbox/pages.py): acts for this Page
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The shape of shared/: domain packages whose imports flow one way (docs/ARCHITECTURE.md).
 
-    platform  <-  meta  <-  connection  <-  ads, whatsapp  <-  hsm
+    platform  <-  meta  <-  connection  <-  ads, whatsapp, leads  <-  hsm
 
 A module may import its own package and the packages below it, never one beside or above it,
 and no two modules import each other, directly or round a loop. Every import counts, also the
@@ -24,6 +24,7 @@ ALLOWED = {
     "connection": {"platform", "meta"},
     "ads": {"platform", "meta", "connection"},
     "whatsapp": {"platform", "meta", "connection"},
+    "leads": {"platform", "meta", "connection"},
     "hsm": {"platform", "meta", "connection", "whatsapp"},
 }
 

@@ -79,4 +79,5 @@ def test_requirements_hold_runtime_dependencies_only():
              for line in Path(ROOT / "requirements.txt").read_text().splitlines()
              if line and not line.startswith("#")}
     assert names == {"aws-lambda-powertools", "boto3", "httpx", "sniffio", "pydantic",
-                     "pydantic-settings", "psycopg", "cryptography", "aws-xray-sdk"}
+                     "pydantic-settings", "psycopg", "cryptography", "aws-xray-sdk",
+                     "phonenumbers"}

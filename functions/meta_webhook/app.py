@@ -1,4 +1,5 @@
-"""GET/POST /crm/webhooks/meta: Meta's verification handshake and signed WhatsApp updates.
+"""GET/POST /crm/webhooks/meta: Meta's verification handshake, signed WhatsApp updates and Lead
+Ads notifications (`object: "page"`, queued for the lead reader: shared.leads.notifications).
 
 No JWT here (Meta calls it): the GET is gated by the verify token (META_VERIFY_TOKEN locally,
 the META_VERIFY_TOKEN_ARN secret in AWS), every POST by its X-Hub-Signature-256 over the raw
@@ -7,6 +8,7 @@ body. The event is never logged.
 
 from aws_lambda_powertools.event_handler import Response
 
+from shared.leads import notifications
 from shared.platform.http import build_resolver, http_response
 from shared.platform.observability import entrypoint
 from shared.platform.settings import get_settings
@@ -33,7 +35,7 @@ def receive():
     webhook.check_size(raw)
     webhook.check_signature(raw, webhook.header(event, webhook.SIGNATURE_HEADER),
                                  get_settings().app_secret())
-    return {"received": webhook.receive(raw)}
+    return {"received": webhook.receive(raw, routes={"page": notifications.receive})}
 
 
 @entrypoint

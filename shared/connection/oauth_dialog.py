@@ -27,7 +27,8 @@ def dialog_url(state: str, code_challenge: str) -> str:
             "response_type": "code",
             "code_challenge": code_challenge,
             "code_challenge_method": "S256",
-            "scope": ",".join(settings.scopes),
+            # The required scopes, then Lead Ads' optional ones (declining those still connects).
+            "scope": ",".join([*settings.scopes, *settings.optional_scopes]),
             # Re-ask permissions the person declined before, instead of silently keeping them off.
             "auth_type": "rerequest",
         }

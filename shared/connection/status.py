@@ -20,7 +20,9 @@ from shared.platform.settings import get_settings
 
 
 def token_status(tenant_id: str, now: datetime | None = None) -> dict[str, Any]:
-    required = get_settings().scopes
+    settings = get_settings()
+    # Optional scopes are listed as missing too: the Lead Ads screens ask for a reconnect.
+    required = [*settings.scopes, *settings.optional_scopes]
     with tenant_tx(tenant_id) as conn:
         row = store.load_health(conn)
     if row is None:

@@ -67,3 +67,20 @@ def plan_dispatch() -> dict[str, int]:
                            value=len(tenants) - len(queued_ids))
     logger.info("hsm_dispatch_planned", extra={**summary, "due_tenants": len(tenants)})
     return summary
+
+
+def wake(tenant_id: str, reason: str = "lead_stored") -> bool:
+    """Queue the tenant for a dispatch now, e.g. because a lead was just stored: a worker takes
+    it within seconds instead of at the next tick. False when SQS refused: nothing is lost, the
+    next plan (a minute away) finds the same work."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        sent = queues.send(get_settings().hsm_dispatch_queue_url,
+                           [dispatch_message(tenant_id, reason)])
+    except (BotoCoreError, ClientError) as exc:
+        sent = []
+        logger.warning("hsm_wake_failed", extra={"tenant_id": tenant_id,
+                                                 "error_type": type(exc).__name__})
+    metrics.add_metric(name="HsmWakeUps", unit="Count", value=len(sent))
+    return bool(sent)

@@ -100,6 +100,28 @@ class WhatsAppNotConnected(AppError):
     default_message = "Connect a WhatsApp sender first."
 
 
+class MissingScopes(AppError):
+    """The connection lacks optional permissions a feature needs (Lead Ads): a reconnect that
+    grants them fixes it."""
+
+    status, code = 409, "missing_scopes"
+    default_message = ("The Meta connection lacks permissions this needs. Reconnect Meta and "
+                       "allow every permission asked for.")
+
+
+class PageNotAccessible(AppError):
+    status, code = 400, "page_not_accessible"
+    default_message = "Meta denies access to this Facebook Page with the connected token."
+
+
+class PageUnavailable(AppError):
+    """Like WhatsAppNumberUnavailable: the Page feeds another CRM account, and nothing says so."""
+
+    status, code = 409, "page_unavailable"
+    default_message = ("This Facebook Page cannot be connected to this account. If it should be, "
+                       "contact support.")
+
+
 class UpstreamError(Exception):
     """An outside service (Meta) failed in a way the logic did not turn into an AppError of its
     own. The HTTP edge answers it as MetaUnavailable and logs only `code` and `subcode`; the

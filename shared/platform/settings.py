@@ -25,6 +25,16 @@ DEFAULT_SCOPES = (
     "whatsapp_business_management",  # list WABAs, phone numbers, templates; subscribe webhooks
     "whatsapp_business_messaging",  # send template messages and receive their statuses
 )
+# Lead Ads (CONTRACT "Lead Ads"): asked for in the same dialog, but optional. A person who
+# declines them still connects; token-status lists them as missing and the Page routes answer
+# 409 missing_scopes until a reconnect grants them.
+LEAD_ADS_SCOPES = (
+    "leads_retrieval",  # read the answers of lead forms
+    "pages_show_list",  # list the person's Pages and their Page tokens
+    "pages_read_engagement",  # read a Page's forms and the ad fields of its leads
+    "pages_manage_metadata",  # subscribe the app to a Page's leadgen webhooks
+    "pages_manage_ads",  # read every lead of a Page's lead ads
+)
 
 
 class Settings(BaseSettings):
@@ -40,6 +50,7 @@ class Settings(BaseSettings):
     meta_verify_token: SecretStr | None = None
     meta_verify_token_arn: str | None = None
     meta_scopes: str = ",".join(DEFAULT_SCOPES)
+    meta_optional_scopes: str = ",".join(LEAD_ADS_SCOPES)
     meta_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
 
     # The deployment's stage (template.yaml's Stage): a dimension of every metric.
@@ -64,6 +75,14 @@ class Settings(BaseSettings):
     hsm_dispatch_queue_url: str = ""
     campaign_sync_queue_url: str = ""
     template_sync_queue_url: str = ""
+    lead_read_queue_url: str = ""
+    lead_reconcile_queue_url: str = ""
+    # Lead Ads (issue 22): one attempt at reading a lead from Meta waits this long; a read that
+    # failed this many times (each a queue delivery with the client's own retries) is recorded
+    # as failed with its reason. Reconciliation re-reads this far back before its last run.
+    lead_read_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+    lead_read_max_attempts: int = Field(default=4, ge=1, le=20)
+    lead_reconcile_overlap_minutes: int = Field(default=60, ge=0, le=1440)
     # Decrypted token data keys a container keeps (LRU, 5 minutes each): one per tenant it serves
     # in that window. A dispatch worker serves about due tenants / worker concurrency per pass.
     token_key_cache_size: int = Field(default=4096, ge=0, le=100_000)
@@ -115,7 +134,13 @@ class Settings(BaseSettings):
 
     @property
     def scopes(self) -> list[str]:
-        return [s.strip() for s in re.split(r"[,\s]+", self.meta_scopes) if s.strip()]
+        """The scopes a connection needs: without one of them, the callback refuses it."""
+        return _scope_list(self.meta_scopes)
+
+    @property
+    def optional_scopes(self) -> list[str]:
+        """Asked for as well, never required (Lead Ads)."""
+        return [s for s in _scope_list(self.meta_optional_scopes) if s not in self.scopes]
 
     def app_secret(self) -> str:
         """The Meta app secret: from the environment locally, from Secrets Manager in AWS."""
@@ -157,6 +182,10 @@ class Settings(BaseSettings):
             secret = parameters.get_secret(secret_id, transform="json", max_age=300)
             return dsn_from_secret(secret, host=self.database_host)
         raise RuntimeError(f"{name} or its secret must be set")
+
+
+def _scope_list(raw: str) -> list[str]:
+    return [s.strip() for s in re.split(r"[,\s]+", raw) if s.strip()]
 
 
 def dsn_from_secret(secret: dict, host: str | None = None) -> str:

@@ -20,6 +20,7 @@ import hmac
 import re
 import uuid
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -355,11 +356,15 @@ SUMMARY_KEYS = ("statuses", "statuses_unmatched", "template_changes", "templates
                 "opt_ins", "unknown_number", "ignored", "duplicate")
 
 
-def receive(raw: bytes) -> dict[str, int]:
+def receive(raw: bytes, routes: Mapping[str, Callable[[dict[str, Any]], dict[str, int]]]
+            | None = None) -> dict[str, int]:
     """A signed delivery: applied once. Meta retries a delivery it did not see answered with 200
     (and a captured one could be replayed): a body already applied is answered without being
     applied again. It is remembered only once every tenant's part is applied, so a delivery
-    that failed half-way is applied in full by Meta's retry (every write is idempotent)."""
+    that failed half-way is applied in full by Meta's retry (every write is idempotent).
+
+    `routes` hands the payloads of other webhook objects (e.g. "page": Lead Ads, which this
+    package cannot import) to their own processing, after the same checks."""
     payload = parse(raw)
     digest = hashlib.sha256(raw).digest()
     with system_tx() as conn:
@@ -368,7 +373,9 @@ def receive(raw: bytes) -> dict[str, int]:
         metrics.add_metric(name="WebhookDuplicates", unit="Count", value=1)
         logger.info("webhook_duplicate")
         return {key: int(key == "duplicate") for key in SUMMARY_KEYS}
-    summary = process(payload)
+    route = (routes or {}).get(payload.get("object")) if isinstance(payload.get("object"),
+                                                                     str) else None
+    summary = route(payload) if route is not None else process(payload)
     with system_tx() as conn:
         store.remember_delivery(conn, digest)
     return summary
