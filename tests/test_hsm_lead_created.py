@@ -16,8 +16,8 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from devstack.queues import deliver_all
-from shared.hsm import leases
-from shared.hsm.planner import dispatch_message
+from shared.hsm import claims, leases
+from shared.hsm.planner import wake as planner_wake
 from shared.hsm.tenant_run import DispatchHooks
 from shared.platform import queues
 from shared.platform.db import tenant_tx
@@ -31,7 +31,6 @@ from tests.fixtures_dispatch import add_rule, connect_sender, expire_lease, logs
 from tests.fixtures_whatsapp import fetch, insert_lead  # noqa: E402
 from tests.test_hsm_fanout import (  # noqa: E402
     QUEUE,
-    HardKill,
     drain,
     event_of,
     sent_phones,
@@ -62,10 +61,9 @@ def add_lead_created_rule(tenant_id: str, *, delay_minutes: int = 0,
 
 
 def wake(tenant_id: str, copies: int = 1) -> None:
-    """What the lead reader sends once it has stored a lead (shared.leads, part A)."""
-    accepted = queues.send(get_settings().hsm_dispatch_queue_url,
-                           [dispatch_message(tenant_id, "lead_stored")] * copies)
-    assert len(accepted) == copies
+    """What the lead reader does once it has stored a lead (functions/lead_reader)."""
+    for _ in range(copies):
+        assert planner_wake(tenant_id)
 
 
 def lead_row(tenant_id: str, lead_id: str) -> dict:
@@ -354,29 +352,45 @@ def test_a_lost_wake_costs_a_minute_the_planner_finds_the_lead(sender, send_cont
     assert sent_phones(send_control, sender.phone_number_id) == ["+34600111300"]
 
 
-def test_a_worker_killed_between_send_and_record_never_sends_twice(sender, send_control):
+def dead_run(tenant_id: str, *, permitted: bool) -> None:
+    """What a worker killed mid-run leaves: its lease (lapsing soon), the lead reserved by it,
+    and, when it died after the permit, the permit without a result (Meta may have it)."""
+    run = uuid.uuid4()
+    with tenant_tx(tenant_id) as conn:
+        assert leases.acquire(conn, tenant_id, run, 60)
+        [rule] = claims.enabled_rules(conn)
+        [claim] = claims.reserve_new(conn, tenant_id, rule, run, 10)
+        if permitted:
+            assert claims.permit(conn, run, [claim.log_id]) == {claim.log_id}
+
+
+def test_a_worker_killed_after_reserving_a_lead_loses_nothing(sender, send_control):
     insert_lead(sender.tenant_id, phone="+34600111310")
-    wake(sender.tenant_id)
-    messages = take({sender.tenant_id})
+    dead_run(sender.tenant_id, permitted=False)
 
-    def die(n: int) -> None:
-        raise HardKill("the invocation died after Meta accepted")
-
-    with pytest.raises(HardKill):
-        work(event_of(messages), hooks=DispatchHooks(after_result=die))
-
-    # SQS hands the wake out again; later the dead run's lease lapses and the planner runs.
-    work(event_of(messages))
-    expire_lease(sender.tenant_id)
-    plan()
+    wake(sender.tenant_id)  # SQS delivers the dead worker's wake again: the lease is held
     deliver_all(queues={QUEUE})
-    # The permitted send without a result times out to UNKNOWN; it is never sent again.
-    with tenant_tx(sender.tenant_id) as conn:
+    assert sent_phones(send_control, sender.phone_number_id) == []
+    expire_lease(sender.tenant_id)  # the dead run's lease lapses; the planner recovers its rows
+    drain(sender.tenant_id)
+
+    assert sent_phones(send_control, sender.phone_number_id) == ["+34600111310"]
+    assert [r["status"] for r in logs(sender.tenant_id)] == ["SENT"]
+
+
+def test_a_worker_killed_after_the_permit_never_sends_twice(sender, send_control):
+    """Meta may have the message: it is never sent blindly again (at most once)."""
+    insert_lead(sender.tenant_id, phone="+34600111311")
+    dead_run(sender.tenant_id, permitted=True)
+    expire_lease(sender.tenant_id)
+    wake(sender.tenant_id)
+    deliver_all(queues={QUEUE})
+    with tenant_tx(sender.tenant_id) as conn:  # the permit times out without a result
         conn.execute("UPDATE automation_logs SET attempt_started_at = now() - interval "
                      "'21 min' WHERE status = 'PENDING' AND attempt_started_at IS NOT NULL")
     drain(sender.tenant_id)
 
-    assert sent_phones(send_control, sender.phone_number_id) == ["+34600111310"]
+    assert sent_phones(send_control, sender.phone_number_id) == []
     assert [r["status"] for r in logs(sender.tenant_id)] == ["UNKNOWN"]
 
 
