@@ -15,7 +15,7 @@ ALTER TABLE automation_rules DROP CONSTRAINT automation_rules_trigger_type_check
 ALTER TABLE automation_rules ADD CONSTRAINT automation_rules_trigger_type_check CHECK (
     (trigger_type = 'lead_followup' AND delay_hours IS NOT NULL AND delay_minutes IS NULL)
     OR (trigger_type = 'lead_created' AND delay_minutes IS NOT NULL AND delay_hours IS NULL));
-UPDATE automation_rules SET enabled_at = created_at WHERE enabled;
+UPDATE automation_rules SET enabled_at = date_trunc('second', created_at) WHERE enabled;
 
 -- "Was this lead reached by another rule's send that Meta may have now?" at the permit of a
 -- lead_followup send (shared.hsm.claims.permit), per lead.

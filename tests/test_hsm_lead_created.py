@@ -220,7 +220,8 @@ def test_enabling_a_rule_again_starts_from_then(api, bare_sender, send_control):
     assert response.status_code == 201, response.text
     rule = response.json()
     assert rule["delay_minutes"] == 0 and rule["delay_hours"] is None
-    insert_lead(tenant, phone="+34600111250")  # while the rule is off
+    # While the rule is off (Meta's created_time has whole seconds, and so has enabled_at).
+    insert_lead(tenant, phone="+34600111250", created_at=datetime.now(UTC) - timedelta(seconds=2))
 
     assert api.request("PATCH", f"{RULES}/{rule['id']}", tenant_id=tenant,
                      json={"enabled": True}).status_code == 200

@@ -25,6 +25,10 @@ _SELECT = """
 EDITABLE = ("name", "trigger_type", "delay_hours", "delay_minutes", "template_name", "language",
             "body_params", "send_window", "enabled")
 _JSON = {"body_params", "send_window"}
+# A lead_created rule messages the leads created since it was enabled, and a Meta lead's
+# created_at is Meta's created_time, in whole seconds: the rule's enabled_at is kept in whole
+# seconds too, so a lead submitted just after the rule was switched on is not taken for older.
+_ENABLED_NOW = "date_trunc('second', now())"
 
 
 def _value(column: str, value: Any) -> Any:
@@ -52,11 +56,11 @@ def get_live(conn: psycopg.Connection, rule_id: str, *, for_update: bool = False
 def insert(conn: psycopg.Connection, tenant_id: str, created_by: str | None,
            fields: dict[str, Any]) -> str:
     """Raises psycopg UniqueViolation when a live rule already has the name. An enabled rule
-    is enabled as of now (enabled_at)."""
+    is enabled as of now (enabled_at, see _ENABLED_NOW)."""
     columns = list(EDITABLE)
     row = conn.execute(
         f"INSERT INTO automation_rules (tenant_id, created_by, enabled_at, "  # noqa: S608
-        f"{', '.join(columns)}) VALUES (%s, %s, CASE WHEN %s THEN now() END, "
+        f"{', '.join(columns)}) VALUES (%s, %s, CASE WHEN %s THEN {_ENABLED_NOW} END, "
         f"{', '.join(['%s'] * len(columns))}) RETURNING id",
         (tenant_id, created_by, fields["enabled"], *[_value(c, fields[c]) for c in columns]),
     ).fetchone()
@@ -70,7 +74,8 @@ def update(conn: psycopg.Connection, rule_id: str, changes: dict[str, Any]) -> N
     assignments = ", ".join(f"{c} = %s" for c in columns)
     # Turned on (off before): enabled as of now. enabled_at on the right is the old value.
     if "enabled" in columns:
-        assignments += ", enabled_at = CASE WHEN NOT enabled AND %s THEN now() ELSE enabled_at END"
+        assignments += (", enabled_at = CASE WHEN NOT enabled AND %s "
+                        f"THEN {_ENABLED_NOW} ELSE enabled_at END")
         columns.append("enabled")
     conn.execute(
         f"UPDATE automation_rules SET {assignments}, updated_at = now() "  # noqa: S608
