@@ -39,14 +39,20 @@ def port_is_free(port: int) -> bool:
 
 
 def deliver_status_webhooks(stack: LocalStack) -> None:
-    """Let the sandbox POST signed delivery statuses (sent, delivered, read) of every message
-    to the local API's webhook route, as Meta would: the message log then shows them."""
+    """Let the sandbox POST signed delivery statuses (sent, delivered, read) of every message,
+    and the leadgen notifications of subscribed Pages, to the local API's webhook route, as
+    Meta would: the message log and the Lead Ads leads then show them."""
+    from sandbox.pages import PagesControl
+
     control = SendControl(stack.sandbox.url)
+    pages = PagesControl(stack.sandbox.url)
     try:
         control.configure_webhooks(url=f"{stack.api_url}/crm/webhooks/meta", enabled=True,
                                    numbers=None)
+        pages.configure_webhooks(url=f"{stack.api_url}/crm/webhooks/meta", enabled=True)
     finally:
         control.close()
+        pages.close()
 
 
 def banner(stack: LocalStack, seeded: int) -> str:

@@ -169,8 +169,8 @@ SERVERS = [
 
 # status -> (description, schema, example error code, example message)
 ERRORS: dict[str, tuple[str, dict[str, Any], str, str]] = {
-    "400": ("Meta denies this account or number to the tenant's token "
-            "(account_not_accessible)", ERROR_REF, "account_not_accessible",
+    "400": ("Meta denies this account, number or Page to the tenant's token "
+            "(account_not_accessible, page_not_accessible)", ERROR_REF, "account_not_accessible",
             "Meta does not let this connection use that account."),
     "401": ("No valid sign-in: the gateway's JWT authorizer ({\"message\": \"Unauthorized\"}) "
             "or no usable tenant claim", ERROR_OR_GATEWAY, "unauthorized",
@@ -181,7 +181,8 @@ ERRORS: dict[str, tuple[str, dict[str, Any], str, str]] = {
     "404": ("No such rule for this tenant (another tenant's ids are not found either)",
             ERROR_REF, "not_found", "Rule not found."),
     "409": ("Conflicts with the current state: meta_not_connected, meta_reconnect_required, "
-            "whatsapp_not_connected, or conflict (e.g. the name is taken)", ERROR_REF,
+            "whatsapp_not_connected, missing_scopes (Lead Ads' permissions not granted), "
+            "page_unavailable, or conflict (e.g. the name is taken)", ERROR_REF,
             "meta_not_connected", "Connect Meta first."),
     "413": ("Body too large (API Gateway's limit answers {\"message\"})", ERROR_OR_GATEWAY,
             "payload_too_large", "The body is too large."),

@@ -27,6 +27,10 @@ TAGS = [
                     "trigger `lead_created`: created since the rule was enabled, "
                     "`delay_minutes` old, sent within seconds of the lead's arrival)."},
     {"name": "Message log", "description": "What was sent to whom, with delivery status."},
+    {"name": "Lead Ads",
+     "description": "Facebook Pages and their lead forms: connect a Page, and its leads arrive "
+                    "as CRM leads within seconds (signed leadgen webhooks, read through a "
+                    "queue, reconciled hourly). Needs the five optional Lead Ads permissions."},
     {"name": "Meta webhooks",
      "description": "Called by Meta, not by the CRM: the subscription handshake and signed "
                     "delivery, template and opt-out updates."},
@@ -391,6 +395,52 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             "sent_at": "2026-12-02T06:34:04+00:00", "delivered_at": "2026-12-02T06:34:05+00:00",
             "read_at": "2026-12-02T06:34:06+00:00", "failed_at": None}],
             "next_cursor": None}),
+    ("GET", "/crm/marketing/pages"): Operation(
+        "listPages", "Lead Ads", "The Facebook Pages the person can advertise on",
+        "Pages where the connected person has the ADVERTISE task, sorted by name; `connected` "
+        "says whether the Page feeds this tenant. 409 missing_scopes until the Lead Ads "
+        "permissions are granted.",
+        schema=_object({"pages": {"type": "array", "items": _object(
+            {"id": _STR, "name": _STR, "connected": {"type": "boolean"}})}}),
+        errors=META_CALL_ERRORS,
+        example={"pages": [{"id": "104857600000001", "name": "Ventas Demo",
+                            "connected": False}]}),
+    ("POST", "/crm/marketing/pages/connect"): Operation(
+        "connectPage", "Lead Ads", "Connect a Page: its lead forms become CRM leads",
+        "Stores the Page token encrypted, subscribes the app to the Page's `leadgen` field and "
+        "imports the Page's leads of the last 90 days (`imported`: new leads). A Page feeds "
+        "one tenant at a time (409 page_unavailable); 400 page_not_accessible when Meta denies "
+        "it; 409 missing_scopes without the Lead Ads permissions.",
+        schema=_object({"status": {"const": "connected"}, "page_id": _STR, "page_name": _STR,
+                        "imported": {**_INT, "description": "Leads imported (new rows)"}}),
+        errors=("400", "422", *META_CALL_ERRORS),
+        example={"status": "connected", "page_id": "104857600000001",
+                 "page_name": "Ventas Demo", "imported": 12}),
+    ("GET", "/crm/marketing/leads/ads"): Operation(
+        "listLeadAdsLeads", "Lead Ads", "Leads that came from lead forms",
+        "Newest first, `limit` per page; pass `next_cursor` back as `cursor`. Each with its "
+        "campaign, ad, form and whether a follow-up was sent (a message Meta accepted).",
+        schema=_object({"leads": {"type": "array", "items": _object({
+            "id": _STR, "name": _STR, "phone": _STR_OR_NULL, "email": _STR_OR_NULL,
+            "created_at": _TIME,
+            "campaign": {"type": ["object", "null"], "properties": {
+                "id": _STR, "name": _STR_OR_NULL}},
+            "ad_id": _STR_OR_NULL, "form_id": _STR_OR_NULL, "page_id": _STR_OR_NULL,
+            "leadgen_id": _STR_OR_NULL, "followup_sent": {"type": "boolean"},
+            "followup_sent_at": _TIME_OR_NULL, "last_contacted_at": _TIME_OR_NULL,
+            "whatsapp_opt_out": {"type": "boolean"}})},
+            "next_cursor": _STR_OR_NULL}),
+        errors=("422",),
+        example={"leads": [{
+            "id": "93c45d6e-6a67-476c-8dd3-30531cb247ae", "name": "Carmen Gil",
+            "phone": "+5491155501234", "email": "carmen@example.com",
+            "created_at": "2026-12-02T06:34:04+00:00",
+            "campaign": {"id": "120200000000001", "name": "Black Friday"},
+            "ad_id": "120200000000011", "form_id": "300400500600700",
+            "page_id": "104857600000001", "leadgen_id": "900800700600500",
+            "followup_sent": True, "followup_sent_at": "2026-12-02T06:34:09+00:00",
+            "last_contacted_at": "2026-12-02T06:34:09+00:00", "whatsapp_opt_out": False}],
+            "next_cursor": None}),
     ("GET", "/crm/webhooks/meta"): Operation(
         "verifyMetaWebhook", "Meta webhooks", "Meta's subscription handshake",
         "Answers `hub.challenge` as text when `hub.verify_token` is META_VERIFY_TOKEN.",
@@ -399,11 +449,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/crm/webhooks/meta"): Operation(
         "receiveMetaWebhook", "Meta webhooks", "Signed updates from Meta",
         "Message statuses (sent, delivered, read, failed), template status and quality "
-        "changes, opt-outs. X-Hub-Signature-256 must be the HMAC-SHA256 of the raw body with "
-        "the app secret (401 otherwise). Answers what it applied.",
-        schema=_object({"received": _object({name: _INT for name in (
-            "statuses", "statuses_unmatched", "template_changes", "templates", "opt_outs",
-            "opt_ins", "unknown_number", "ignored")})}),
+        "changes, opt-outs; Lead Ads notifications (`object: page`, field `leadgen`), each "
+        "lead queued for reading. X-Hub-Signature-256 must be the HMAC-SHA256 of the raw body "
+        "with the app secret (401 otherwise). Answers what it applied (for a `page` payload: "
+        "leads_queued, leads_known, unknown_page, ignored).",
+        schema=_object({"received": {
+            "type": "object", "additionalProperties": _INT,
+            "description": "Counts of what the delivery carried and what was done with it"}}),
         errors=("401",),
         example={"received": {"statuses": 1, "statuses_unmatched": 0, "template_changes": 0,
                               "templates": 0, "opt_outs": 0, "opt_ins": 0,
@@ -417,4 +469,5 @@ ADMIN_ONLY = frozenset({
     ("GET", "/crm/marketing/whatsapp-accounts"), ("POST", "/crm/marketing/whatsapp/connect"),
     ("POST", "/crm/marketing/hsm/rules"), ("PATCH", "/crm/marketing/hsm/rules/{rule_id}"),
     ("DELETE", "/crm/marketing/hsm/rules/{rule_id}"),
+    ("GET", "/crm/marketing/pages"), ("POST", "/crm/marketing/pages/connect"),
 })

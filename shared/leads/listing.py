@@ -53,7 +53,7 @@ def public_lead(row: dict[str, Any]) -> dict[str, Any]:
         "form_id": row["meta_form_id"],
         "page_id": row["meta_page_id"],
         "leadgen_id": row["meta_leadgen_id"],
-        "followup_sent": row["followup_sent_at"] is not None or row["followup_status"] is not None,
+        "followup_sent": row["followup_status"] is not None,  # a send Meta accepted
         "followup_sent_at": _iso(row["followup_sent_at"]),
         "last_contacted_at": _iso(row["last_contacted_at"]),
         "whatsapp_opt_out": row["whatsapp_opt_out"],

@@ -79,6 +79,16 @@ def store_raw(page: pages_store.StoredPage, raw: dict[str, Any], leadgen_id: str
     return lead_id, new
 
 
+def page_lost(tenant_id: str, page_id: str, reason: str) -> None:
+    """The Page's token no longer works: its notifications stop being read until a connect
+    again (which re-imports what was missed)."""
+    with tenant_tx(tenant_id) as conn:
+        if pages_store.mark_needs_reconnect(conn, page_id, reason):
+            metrics.add_metric(name="LeadPagesNeedReconnect", unit="Count", value=1)
+    logger.warning("lead_page_needs_reconnect", extra={"tenant_id": tenant_id,
+                                                       "page_id": page_id, "reason": reason})
+
+
 def _fail(tenant_id: str, page_id: str, leadgen_id: str, reason: str, *, final: bool
           ) -> ReadOutcome:
     settings = get_settings()
@@ -110,15 +120,13 @@ def read_lead(tenant_id: str, page_id: str, leadgen_id: str, form_id: str | None
     try:
         token = page.token()
     except TokenDecryptError:
-        with tenant_tx(tenant_id) as conn:
-            pages_store.mark_needs_reconnect(conn, page_id, "page_token_undecryptable")
+        page_lost(tenant_id, page_id, "page_token_undecryptable")
         return _fail(tenant_id, page_id, leadgen_id, "page_token_undecryptable", final=True)
     try:
         with graph_for(token, deadline) as graph:
             raw = graph.get(leadgen_id, {"fields": LEAD_FIELDS})
     except MetaTokenInvalid as exc:
-        with tenant_tx(tenant_id) as conn:
-            pages_store.mark_needs_reconnect(conn, page_id, failure_reason(exc))
+        page_lost(tenant_id, page_id, failure_reason(exc))
         return _fail(tenant_id, page_id, leadgen_id, failure_reason(exc), final=True)
     except (MetaPermissionDenied, MetaRequestError) as exc:
         return _fail(tenant_id, page_id, leadgen_id, failure_reason(exc), final=True)

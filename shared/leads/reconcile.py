@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.leads import leads_store, pages_store
-from shared.leads.reading import LEAD_FIELDS, failure_reason, graph_for, store_raw
+from shared.leads.reading import LEAD_FIELDS, failure_reason, graph_for, page_lost, store_raw
 from shared.meta.errors import MetaError, MetaTokenInvalid
 from shared.platform import queues
 from shared.platform.db import system_tx, tenant_tx
@@ -90,8 +90,16 @@ def reconcile_page(tenant_id: str, page_id: str, *, deadline: float | None = Non
                              "value": int(since.timestamp())}])
     complete = False
     error = None
+    from shared.platform.crypto import TokenDecryptError  # on use (cold start)
+
     try:
-        with graph_for(page.token(), deadline) as graph:
+        token = page.token()
+    except TokenDecryptError:
+        page_lost(tenant_id, page_id, "page_token_undecryptable")
+        return {"forms": 0, "read": 0, "stored": 0, "complete": False,
+                "error": "page_token_undecryptable"}
+    try:
+        with graph_for(token, deadline) as graph:
             forms = [f for f in graph.paginate(f"{page_id}/leadgen_forms",
                                                {"fields": "id,name", "limit": PAGE_SIZE})
                      if isinstance(f, dict) and str(f.get("id") or "").isdigit()]
@@ -105,8 +113,7 @@ def reconcile_page(tenant_id: str, page_id: str, *, deadline: float | None = Non
         # What was stored stays; the Page's time does not move, so the next run reads again.
         error = failure_reason(exc)
         if isinstance(exc, MetaTokenInvalid):
-            with tenant_tx(tenant_id) as conn:
-                pages_store.mark_needs_reconnect(conn, page_id, error)
+            page_lost(tenant_id, page_id, error)
         logger.warning("lead_reconcile_failed", extra={"tenant_id": tenant_id,
                                                        "page_id": page_id, "reason": error})
     if complete:

@@ -373,8 +373,8 @@ def receive(raw: bytes, routes: Mapping[str, Callable[[dict[str, Any]], dict[str
         metrics.add_metric(name="WebhookDuplicates", unit="Count", value=1)
         logger.info("webhook_duplicate")
         return {key: int(key == "duplicate") for key in SUMMARY_KEYS}
-    route = (routes or {}).get(payload.get("object")) if isinstance(payload.get("object"),
-                                                                     str) else None
+    kind = payload.get("object")
+    route = (routes or {}).get(kind) if isinstance(kind, str) else None
     summary = route(payload) if route is not None else process(payload)
     with system_tx() as conn:
         store.remember_delivery(conn, digest)
