@@ -1,0 +1,382 @@
+"""Speed to lead (issue 22): a burst of 1,000 leads in one minute across 50 tenants, each lead
+filled in on a Facebook lead form and followed by a WhatsApp template from a `lead_created`
+rule. Measured per lead from the notification received (the sandbox's signed leadgen POST to the
+webhook route) to the send accepted by Meta (the sandbox's record of the message), both on this
+machine's wall clock.
+
+Set-up: each tenant has its own sandbox WABA and number (80/s cap, 150 ms per send), a Meta
+token with the WhatsApp and Lead Ads scopes stored as the OAuth callback stores it, the templates
+as the connect synced them, one enabled `lead_created` rule (no delay), and one Page connected
+through the real connect logic (subscribed to leadgen). The sandbox reads leads with
+READ_LATENCY_MS of latency.
+
+The queues run as AWS runs them: the webhook (the stack's API process) puts each announced lead
+on the lead-read queue (moto SQS); READERS consumer processes (functions/lead_reader) read and
+store it and wake the tenant on the dispatch queue; WORKERS consumer processes
+(functions/hsm_worker) send; the planner (functions/hsm_dispatch) runs every minute, as
+EventBridge Scheduler runs it. Each consumer is its own process, like a Lambda container
+(bench/scale_worker.py).
+
+Faults, all in the measured burst: REPEATS of the notifications are sent again (Meta retries and
+repeats batches), READ_5XX lead reads answer 500 and READ_TIMEOUTS hang past the client's
+timeout. A second, smaller burst kills a dispatch worker (SIGKILL, like a Lambda container lost
+mid-batch) while leads are being stored and sent; its leases lapse and the planner finds what it
+left. Counted in both: leads lost (announced, never stored or recorded as failed), duplicated
+leads (rows per leadgen id), leads without a message, duplicated messages (per phone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import statistics
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bench.common import (
+    BenchContext,
+    Row,
+    ScenarioResult,
+    command_for,
+    require_functions,
+    say,
+    scheduled_event,
+    secs,
+)
+from bench.scale import CAP, SEND_LATENCY_MS, WA_SCOPES, _wa, start_workers, stop_workers
+
+NAME = "speed_to_lead"
+TENANTS = 50
+LEADS = 1000
+BURST_SECONDS = 60.0
+READ_LATENCY_MS = 250
+READERS = 3
+WORKERS = 3
+REPEATS = 100  # notifications sent a second time
+READ_5XX = 30
+READ_TIMEOUTS = 10
+CRASH_LEADS = 200
+CRASH_BURST_SECONDS = 20.0
+PLANNER_SECONDS = 60  # the schedule's rate in template.yaml
+GOAL_P95_S = 10.0
+LEAD_READ_PATH = r"^/v[0-9.]+/[0-9]+$"  # GET /{leadgen-id}
+
+
+# -- set-up -----------------------------------------------------------------------------------
+def _tenant(ctx: BenchContext, templates: list[dict[str, Any]]) -> dict[str, Any]:
+    from psycopg.types.json import Jsonb
+
+    from sandbox.pages import PagesControl
+    from shared.leads.pages import connect_page
+    from shared.platform.db import tenant_tx
+    from shared.platform.settings import LEAD_ADS_SCOPES
+
+    account = _wa(ctx, "POST", "/accounts", {"phones": [{"messaging_limit": "TIER_10K"}]})
+    phone = account["phone_number_ids"][0]
+    _wa(ctx, "POST", f"/send/numbers/{phone}",
+        {"max_per_second": CAP, "latency_ms": SEND_LATENCY_MS})
+    tenant = ctx.new_tenant("bench-stl")
+    scopes = [*WA_SCOPES, *LEAD_ADS_SCOPES]
+    with ctx.control() as control:
+        token = control.issue_token(account["user_id"], scopes=scopes, kind="long")
+    ctx.connect(tenant, token, user_id=account["user_id"], scopes=scopes)
+    with tenant_tx(tenant) as conn:
+        conn.execute(
+            "INSERT INTO whatsapp_senders (tenant_id, waba_id, phone_number_id, "
+            "messaging_limit_tier, max_per_second, timezone, templates_synced_at) "
+            "VALUES (%s, %s, %s, 'TIER_10K', %s, 'UTC', now())",
+            (tenant, account["waba_id"], phone, CAP))
+        for t in templates:  # as the connect stored them for the first tenant
+            conn.execute(
+                "INSERT INTO meta_templates (tenant_id, template_id, waba_id, name, language, "
+                "category, status, components, parameter_format) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (tenant, f"{t['template_id']}-{tenant}", account["waba_id"], t["name"],
+                 t["language"], t["category"], t["status"], Jsonb(t["components"]),
+                 t["parameter_format"]))
+        conn.execute(
+            "INSERT INTO automation_rules (tenant_id, name, trigger_type, delay_minutes, "
+            "template_name, language, body_params, enabled_at) VALUES (%s, 'Bienvenida', "
+            "'lead_created', 0, 'lead_followup_es', 'es', %s, date_trunc('second', now()))",
+            (tenant, Jsonb(["first_name"])))
+    with contextlib.closing(PagesControl(ctx.stack.sandbox_url)) as pages:
+        page = pages.create_page(account["user_id"], name=f"Página {tenant}", forms=1)
+    connect_page(tenant, account["user_id"], page["page_id"], deadline=None)
+    return {"tenant": tenant, "phone": phone, "page": page["page_id"],
+            "form": page["form_ids"][0]}
+
+
+def prepare(ctx: BenchContext, tenants: int) -> list[dict[str, Any]]:
+    from shared.platform.db import tenant_tx
+    from shared.whatsapp.connect import ConnectRequest, connect_sender
+
+    account = _wa(ctx, "POST", "/accounts", {"phones": [{"messaging_limit": "TIER_10K"}]})
+    first = ctx.new_tenant("bench-stl-seed")
+    with ctx.control() as control:
+        token = control.issue_token(account["user_id"], scopes=WA_SCOPES, kind="long")
+    ctx.connect(first, token, user_id=account["user_id"], scopes=WA_SCOPES)
+    connect_sender(first, account["user_id"],
+                   ConnectRequest(account["waba_id"], account["phone_number_ids"][0]))
+    with tenant_tx(first) as conn:
+        templates = conn.execute("SELECT * FROM meta_templates").fetchall()
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda _: _tenant(ctx, templates), range(tenants)))
+
+
+# -- the burst ---------------------------------------------------------------------------------
+def _phone(round_no: int, i: int) -> str:
+    return f"+346{round_no}{i:07d}"
+
+
+def burst(ctx: BenchContext, tenants: list[dict], count: int, seconds: float, round_no: int,
+          repeats: int, on_half: Any = None) -> dict[str, dict]:
+    """`count` leads filled in at an even pace over `seconds`, tenants in turn; the first
+    `repeats` of them announced a second time. Returns leadgen id -> lead."""
+    from sandbox.pages import PagesControl
+
+    leads: dict[str, dict] = {}
+    lock = threading.Lock()
+    started = time.monotonic()
+
+    def one(i: int) -> None:
+        t = tenants[i % len(tenants)]
+        time.sleep(max(0.0, started + i * seconds / count - time.monotonic()))
+        phone = _phone(round_no, i)
+        with contextlib.closing(PagesControl(ctx.stack.sandbox_url)) as pages:
+            [lead] = pages.create_leads(t["page"], form_id=t["form"], name=f"Lead {i}",
+                                        phone=phone, deliver="async")
+            if i < repeats:
+                pages.notify(t["page"], [lead["id"]], deliver="async")
+        with lock:
+            leads[lead["id"]] = {**t, "to": phone}
+
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(one, i) for i in range(count)]
+        if on_half is not None:
+            time.sleep(seconds / 2)
+            on_half()
+        for future in futures:
+            future.result()
+    return leads
+
+
+class Planner:
+    """functions/hsm_dispatch every PLANNER_SECONDS, as the schedule invokes it."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from devstack.lambda_context import LocalContext
+        from functions.hsm_dispatch.app import lambda_handler
+
+        while not self._stop.wait(PLANNER_SECONDS):
+            with contextlib.suppress(Exception):
+                lambda_handler(scheduled_event(), LocalContext("HsmDispatchFunction", 60))
+
+    def __enter__(self) -> Planner:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=90)
+
+
+def _sent(ctx: BenchContext, tenants: list[dict]) -> dict[str, list[float]]:
+    """Meta's acceptance times (wall clock) per recipient phone, over these tenants' numbers."""
+    from sandbox.whatsapp_send import SendControl
+
+    out: dict[str, list[float]] = {}
+    with contextlib.closing(SendControl(ctx.stack.sandbox_url)) as control:
+        for t in tenants:
+            for m in control.stats(t["phone"], messages=True)["messages"]:
+                out.setdefault("+" + m["to"].lstrip("+"), []).append(m["ts"])
+    return out
+
+
+def _notified(ctx: BenchContext) -> dict[str, float]:
+    """When the webhook first received each leadgen id (the sandbox's POST, wall clock)."""
+    from sandbox.pages import PagesControl
+
+    first: dict[str, float] = {}
+    with contextlib.closing(PagesControl(ctx.stack.sandbox_url)) as pages:
+        for d in pages.webhook_log()["deliveries"]:
+            for leadgen_id in d["leadgen_ids"]:
+                first[leadgen_id] = min(first.get(leadgen_id, d["sent_at"]), d["sent_at"])
+    return first
+
+
+def wait_until_sent(ctx: BenchContext, tenants: list[dict], leads: dict[str, dict],
+                    timeout: float) -> dict[str, list[float]]:
+    wanted = {lead["to"] for lead in leads.values()}
+    end = time.monotonic() + timeout
+    while True:
+        sent = _sent(ctx, tenants)
+        if wanted <= set(sent) or time.monotonic() > end:
+            return sent
+        time.sleep(2.0)
+
+
+def counts(tenants: list[dict], leads: dict[str, dict], sent: dict[str, list[float]]
+           ) -> dict[str, int]:
+    from shared.platform.db import tenant_tx
+
+    rows: Counter[str] = Counter()
+    failed_reads = 0
+    for t in tenants:
+        with tenant_tx(t["tenant"]) as conn:
+            for r in conn.execute("SELECT meta_leadgen_id FROM leads WHERE meta_leadgen_id "
+                                  "IS NOT NULL").fetchall():
+                rows[r["meta_leadgen_id"]] += 1
+            failed_reads += conn.execute("SELECT count(*) AS n FROM lead_reads WHERE state = "
+                                         "'failed'").fetchone()["n"]
+    ours = [leadgen for leadgen in leads if leadgen in rows]
+    return {
+        "announced": len(leads),
+        "stored": len(ours),
+        "recorded_failed": failed_reads,
+        "lost": len(leads) - len(ours) - failed_reads,
+        "duplicated_leads": sum(1 for leadgen in leads if rows[leadgen] > 1),
+        "messaged": sum(1 for lead in leads.values() if lead["to"] in sent),
+        "not_messaged": sum(1 for lead in leads.values() if lead["to"] not in sent),
+        "duplicated_messages": sum(1 for lead in leads.values()
+                                   if len(sent.get(lead["to"], [])) > 1),
+    }
+
+
+def latencies(leads: dict[str, dict], sent: dict[str, list[float]],
+              notified: dict[str, float]) -> list[float]:
+    return sorted(min(sent[lead["to"]]) - notified[leadgen] for leadgen, lead in leads.items()
+                  if lead["to"] in sent and leadgen in notified)
+
+
+def _p(values: list[float], q: float) -> float:
+    return values[int(q * (len(values) - 1))] if values else float("nan")
+
+
+def _consumers(ctx: BenchContext) -> tuple[list, list]:
+    readers = start_workers(ctx, READERS, "LeadReadQueue")
+    workers = start_workers(ctx, WORKERS)
+    for proc in [*readers, *workers]:
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+    return readers, workers
+
+
+# -- the scenario ------------------------------------------------------------------------------
+def run(ctx: BenchContext) -> ScenarioResult:
+    require_functions("lead_reader", "hsm_worker", "hsm_dispatch", "meta_webhook")
+    from sandbox.pages import PagesControl
+
+    result = ScenarioResult(NAME, "Speed to lead: lead form to WhatsApp, 1,000 leads in a minute")
+    tenants_n = 10 if ctx.quick else TENANTS
+    leads_n = 100 if ctx.quick else LEADS
+    crash_n = 40 if ctx.quick else CRASH_LEADS
+    say(f"   {tenants_n} tenants, each with a connected Page, a sender ({CAP}/s, "
+        f"{SEND_LATENCY_MS} ms per send) and a lead_created rule...")
+    tenants = prepare(ctx, tenants_n)
+    with ctx.control() as control:
+        control.clear_latency()
+        control.clear_faults()
+        control.set_latency(LEAD_READ_PATH, READ_LATENCY_MS, "GET")
+    with contextlib.closing(PagesControl(ctx.stack.sandbox_url)) as pages:
+        pages.configure_webhooks(url=f"{ctx.stack.api_url}/crm/webhooks/meta", enabled=True,
+                                 batch_size=1)
+
+    readers, workers = _consumers(ctx)
+    try:
+        with Planner():
+            say(f"   burst: {leads_n:,} leads in {BURST_SECONDS:.0f} s, {REPEATS} announced "
+                f"twice, {READ_5XX} lead reads answering 500 and {READ_TIMEOUTS} timing out...")
+            with ctx.control() as control:
+                control.inject_fault("transient", LEAD_READ_PATH, method="GET", count=READ_5XX,
+                                     status=500)
+                control.inject_fault("timeout", LEAD_READ_PATH, method="GET",
+                                     count=READ_TIMEOUTS, seconds=12)
+            leads = burst(ctx, tenants, leads_n, BURST_SECONDS, 1, REPEATS)
+            sent = wait_until_sent(ctx, tenants, leads, timeout=300)
+            main = counts(tenants, leads, sent)
+            main_lat = latencies(leads, sent, _notified(ctx))
+
+            say(f"   crash: {crash_n} leads in {CRASH_BURST_SECONDS:.0f} s, a dispatch worker "
+                "killed half-way (SIGKILL) and replaced...")
+
+            def kill_one() -> None:
+                victim = workers.pop(0)
+                victim.send_signal(signal.SIGKILL)
+                workers.extend(start_workers(ctx, 1))
+                workers[-1].stdin.write(b"go\n")
+                workers[-1].stdin.flush()
+
+            crash_leads = burst(ctx, tenants, crash_n, CRASH_BURST_SECONDS, 2, crash_n // 10,
+                                on_half=kill_one)
+            crash_sent = wait_until_sent(ctx, tenants, crash_leads, timeout=600)
+            crash = counts(tenants, crash_leads, crash_sent)
+            crash_lat = latencies(crash_leads, crash_sent, _notified(ctx))
+    finally:
+        stop_workers([p for p in [*readers, *workers] if p.poll() is None])
+        with contextlib.closing(PagesControl(ctx.stack.sandbox_url)) as pages:
+            pages.configure_webhooks(enabled=False)
+        with ctx.control() as control:
+            control.clear_latency()
+            control.clear_faults()
+
+    p50, p95 = _p(main_lat, 0.5), _p(main_lat, 0.95)
+    cmd = command_for(NAME)
+    clean = all(main[k] == 0 for k in ("lost", "duplicated_leads", "duplicated_messages",
+                                        "not_messaged"))
+    crash_clean = all(crash[k] == 0 for k in ("lost", "duplicated_leads",
+                                               "duplicated_messages", "not_messaged"))
+    result.rows.append(Row(
+        f"Speed to lead, {leads_n:,} leads in {BURST_SECONDS:.0f} s across {tenants_n} tenants "
+        "(notification received to send accepted)",
+        f"p50 {secs(p50)}, p95 {secs(p95)}, max {secs(_p(main_lat, 1.0))}",
+        f"before: a lead_followup rule's next tick (up to {PLANNER_SECONDS} s after the "
+        "1-hour minimum delay)",
+        "—", f"p95 ≤ {GOAL_P95_S:.0f} s", p95 <= GOAL_P95_S, cmd))
+    result.rows.append(Row(
+        "Same burst: leads lost / duplicated / not messaged / messages duplicated "
+        f"(with {REPEATS} repeated notifications, {READ_5XX} read 5xx, {READ_TIMEOUTS} read "
+        "timeouts)",
+        f"{main['lost']} / {main['duplicated_leads']} / {main['not_messaged']} / "
+        f"{main['duplicated_messages']}", "—", "—", "all 0", clean, cmd))
+    result.rows.append(Row(
+        f"A dispatch worker killed mid-burst ({crash_n} leads in "
+        f"{CRASH_BURST_SECONDS:.0f} s): lost / duplicated / not messaged / messages "
+        "duplicated",
+        f"{crash['lost']} / {crash['duplicated_leads']} / {crash['not_messaged']} / "
+        f"{crash['duplicated_messages']}; p50 {secs(_p(crash_lat, 0.5))}, "
+        f"max {secs(_p(crash_lat, 1.0))}",
+        "—", "—", "all 0", crash_clean, cmd))
+    result.data = {"main": main, "crash": crash, "latency_s": {
+        "p50": p50, "p95": p95, "p99": _p(main_lat, 0.99), "max": _p(main_lat, 1.0),
+        "mean": statistics.fmean(main_lat) if main_lat else None},
+        "crash_latency_s": {"p50": _p(crash_lat, 0.5), "p95": _p(crash_lat, 0.95),
+                            "max": _p(crash_lat, 1.0)},
+        "tenants": tenants_n, "readers": READERS, "workers": WORKERS,
+        "read_latency_ms": READ_LATENCY_MS, "send_latency_ms": SEND_LATENCY_MS,
+        "cpus": os.cpu_count()}
+    result.notes += [
+        f"- Measured on this machine ({os.cpu_count()} cores, shared with the stack's "
+        f"processes, Postgres, {READERS} reader and {WORKERS} worker processes): per lead, from "
+        "the sandbox's POST of the signed leadgen notification to the sandbox recording the "
+        "WhatsApp send as accepted.",
+        f"- Path: webhook → LeadReadQueue → lead_reader (GET /{{leadgen-id}} at "
+        f"{READ_LATENCY_MS} ms) → one `leads` row → wake on HsmDispatchQueue → hsm_worker → "
+        f"send ({SEND_LATENCY_MS} ms). The planner runs every {PLANNER_SECONDS} s as the "
+        "safety net.",
+        f"- Faults in the measured burst: {REPEATS} notifications repeated, {READ_5XX} lead "
+        f"reads answered 500 and {READ_TIMEOUTS} hung past the 10 s client timeout (those "
+        "leads are the slowest ones: a timed-out read costs its timeout before the retry).",
+        "- The crash round kills a dispatch worker process (SIGKILL) half-way: the tenants "
+        "it held wait for its lease to lapse (the invocation's timeout plus a margin) and the "
+        "next minute's plan, so their latency is minutes, by design (never a second send); "
+        f"counts: {crash}.",
+    ]
+    return result
