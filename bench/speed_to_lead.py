@@ -21,8 +21,9 @@ Faults, all in the measured burst: REPEATS of the notifications are sent again (
 repeats batches), READ_5XX lead reads answer 500 and READ_TIMEOUTS hang past the client's
 timeout. A second, smaller burst kills the dispatch workers (SIGKILL, like Lambda containers lost
 mid-batch) at a moment one of them holds a tenant's lease, while leads are being stored and
-sent; the leases lapse and the planner finds what the dead runs left. Counted in both: leads lost (announced, never stored or recorded as failed), duplicated
-leads (rows per leadgen id), leads without a message, duplicated messages (per phone).
+sent; the leases lapse and the planner finds what the dead runs left. Counted in both: leads
+lost (announced, never stored or recorded as failed), duplicated leads (rows per leadgen id),
+leads without a message, duplicated messages (per phone).
 """
 
 from __future__ import annotations
