@@ -92,7 +92,8 @@ class Dispatcher:
             except Exception as exc:
                 logger.exception("hsm_dispatch_tenant_failed", extra={"tenant_id": tenant_id})
                 metrics.add_metric(name="HsmDispatchErrors", unit="Count", value=1)
-                return TenantResult(tenant_id, job.summary, job.statuses, error=exc)
+                return TenantResult(tenant_id, job.summary, job.statuses, error=exc,
+                                    woken=job.lease_end.woken)
             return TenantResult(tenant_id, job.summary, job.statuses,
                                 backlog_left=job.backlog_left, woken=job.lease_end.woken,
                                 wake_in=job.lease_end.wake_in)

@@ -41,9 +41,16 @@ def work_batch(event: dict[str, Any], context: Any, deadline: float, *,
     """Lambda's SQS batch event -> {"batchItemFailures": [...]}; logs the batch's counts."""
     dispatcher = Dispatcher(deadline, hooks)
     results: list[TenantResult] = []
+    seen: set[str] = set()
 
     async def handle(body: dict[str, Any]) -> None:
         request = DispatchRequest.model_validate(body)
+        # Wakes come in bursts: a batch may name a tenant twice. One run serves them all (it
+        # starts after every message of the batch was sent); a second run under the same
+        # invocation's lease would give back the first's reservations as it ended.
+        if request.tenant_id in seen:
+            return
+        seen.add(request.tenant_id)
         result = await dispatcher.dispatch(request.tenant_id)
         results.append(result)
         if result.error is not None:
