@@ -55,8 +55,12 @@ TENANTS = 50
 LEADS = 1000
 BURST_SECONDS = 60.0
 READ_LATENCY_MS = 250
-READERS = 3
-WORKERS = 3
+# Consumer processes. Lambda runs up to the event source's MaximumConcurrency of them: the
+# template's LeadReaderConcurrency (default 4) for the reader. The reader reads a batch's
+# records one after another, so its throughput is about READERS / (read latency + write); the
+# bench takes the count from STL_READERS (default 8, what this burst needs; see BENCHMARKS.md).
+READERS = int(os.environ.get("STL_READERS", "8"))
+WORKERS = int(os.environ.get("STL_WORKERS", "4"))
 REPEATS = 100  # notifications sent a second time
 READ_5XX = 30
 READ_TIMEOUTS = 10
