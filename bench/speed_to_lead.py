@@ -460,10 +460,10 @@ def run(ctx: BenchContext) -> ScenarioResult:
         f"repeated, {read_5xx} lead reads answered 500 and {read_timeouts} hung past the "
         "reader's 5 s timeout (a timed-out read costs its timeout before the retry, and holds "
         "up the records after it in its batch).",
-        "- The crash round kills every dispatch worker process (SIGKILL) half-way, at a "
-        f"moment a run holds a tenant's lease ({at_kill.get('leases', 0)} leases held, "
-        f"{at_kill.get('rows_in_flight', 0)} log rows reserved or permitted without a result "
-        "at the kill), and starts fresh ones: the tenants it held wait for its lease to lapse "
+        "- The crash round kills every dispatch worker process (SIGKILL) half-way, as soon as "
+        "a run holds a tenant's lease (it polls for up to 15 s; at the kill: "
+        f"{at_kill.get('leases', 0)} leases held, {at_kill.get('rows_in_flight', 0)} log rows "
+        "reserved or permitted without a result), and starts fresh ones: the tenants it held wait for its lease to lapse "
         "(the invocation's timeout plus a margin) and the next minute's plan, so their leads "
         "take minutes, by design; a permitted send without a result becomes UNKNOWN and is "
         f"never sent again. Counts: {crash}.",
