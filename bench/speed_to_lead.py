@@ -466,7 +466,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
         f"{at_kill.get('rows_in_flight', 0)} log rows "
         "reserved or permitted without a result), and starts fresh ones: the tenants it held "
         "wait for its lease to lapse (the invocation's timeout plus a margin) and the next "
-        "minute's plan, so their leads take minutes, by design; a permitted send without a result becomes UNKNOWN and is "
-        f"never sent again. Counts: {crash}.",
+        "minute's plan, so their leads take minutes, by design; a permitted send without a "
+        f"result becomes UNKNOWN and is never sent again. Counts: {crash}.",
     ]
     return result
