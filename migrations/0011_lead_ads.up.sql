@@ -55,7 +55,7 @@ ALTER TABLE lead_reads ENABLE ROW LEVEL SECURITY;
 ALTER TABLE lead_reads FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON lead_reads USING (tenant_id = app_current_tenant())
     WITH CHECK (tenant_id = app_current_tenant());
-GRANT SELECT, INSERT, UPDATE ON lead_reads TO marketing_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON lead_reads TO marketing_app;
 
 -- 3. leads: one row per Meta lead. The leadgen id has a column of its own (besides
 -- external_ids->>'meta_leadgen_id', which the contract names) so that the unique index is a

@@ -58,8 +58,6 @@ SUBSCRIBE_SCOPE = "pages_manage_metadata"
 LEADS_SCOPE = "leads_retrieval"
 DEFAULT_TASKS = ["ADVERTISE", "ANALYZE", "CREATE_CONTENT", "MESSAGING", "MODERATE", "MANAGE"]
 LEAD_DEFAULT_FIELDS = ("created_time", "id")
-ALL_LEAD_FIELDS = ("id", "created_time", "field_data", "ad_id", "adset_id", "campaign_id",
-                   "form_id", "is_organic", "platform", "ad_name", "campaign_name")
 
 
 @dataclass

@@ -95,10 +95,14 @@ def test_only_function_roles_use_the_token_key_and_only_with_the_token_context()
             context_keys
         assert {f"kms:EncryptionContext:{k}" for k in context_keys} <= set(
             condition["StringLike"]), statement["Sid"]
-        assert all(condition["StringLike"][f"kms:EncryptionContext:{k}"] == "?*"
-                   for k in context_keys)
+        # Any tenant and credential, except the Pages connect: Page tokens only (Lead Ads).
+        credential = "meta_page:?*" if statement["Sid"] == "PagesConnectSealsPageTokensOnly" \
+            else "?*"
+        assert condition["StringLike"]["kms:EncryptionContext:tenant_id"] == "?*"
+        assert condition["StringLike"]["kms:EncryptionContext:credential"] == credential
     sealers = {f for sid, fs in users.items() if "Seal" in sid for f in fs}
-    assert sealers == {"OauthCallbackFunction", "TokenRefreshFunction"}
+    assert sealers == {"OauthCallbackFunction", "TokenRefreshFunction", "LeadPagesFunction"}
+    assert users["PagesConnectSealsPageTokensOnly"] == {"LeadPagesFunction"}
     assert "MetaWebhookFunction" not in set().union(*users.values())
 
 

@@ -79,9 +79,10 @@ def receive(payload: dict[str, Any]) -> dict[str, int]:
     for tenant_id, reads in collect(payload, counts).items():
         with tenant_tx(tenant_id) as conn:
             to_read = set(leads_store.announce(conn, tenant_id, reads))
-        messages = [{"tenant_id": tenant_id, **read, "reason": "webhook"}
+        # The reader's LeadReadRequest; a lead already stored is not queued again.
+        messages = [{"tenant_id": tenant_id, "reason": "webhook",
+                     **{k: v for k, v in read.items() if v is not None}}
                     for read in reads if read["leadgen_id"] in to_read]
-        messages = [{k: v for k, v in m.items() if v is not None} for m in messages]
         sent = queues.send(queue_url, messages) if messages else []
         if len(sent) < len(messages):
             metrics.add_metric(name="LeadReadsNotQueued", unit="Count",

@@ -9,11 +9,13 @@ are not a possible number.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 NAME_LIMIT = 200
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 EMAIL_LIMIT = 254
 
 
@@ -65,7 +67,10 @@ def e164(raw: str | None, default_country: str) -> str | None:
         return None
     if not phonenumbers.is_possible_number(number):
         return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    # What leads.phone accepts (0001's CHECK): a possible number that is shorter is left out
+    # rather than failing the lead's row.
+    return formatted if _E164.fullmatch(formatted) else None
 
 
 def _email(raw: str | None) -> str | None:

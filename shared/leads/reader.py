@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,7 +32,7 @@ class LeadReadRequest(BaseModel):
     page_id: str = MetaId
     leadgen_id: str = MetaId
     form_id: str | None = Field(default=None, pattern=r"^\d{1,32}$")
-    reason: Literal["webhook", "retry"] = "webhook"
+    reason: str = Field(default="webhook", max_length=32)
 
 
 def read_batch(event: dict[str, Any], context: Any, deadline: float | None,

@@ -40,8 +40,6 @@ class ReadRetry(Exception):
 class ReadOutcome:
     state: str  # stored | failed | skipped (already stored)
     new: bool = False
-    lead_id: str | None = None
-    reason: str | None = None
 
 
 def failure_reason(error: MetaError) -> str:
@@ -99,7 +97,7 @@ def _fail(tenant_id: str, page_id: str, leadgen_id: str, reason: str, *, final: 
                                               "reason": reason, "state": state})
     if state == "failed":
         metrics.add_metric(name="LeadReadsFailed", unit="Count", value=1)
-        return ReadOutcome("failed", reason=reason)
+        return ReadOutcome("failed")
     if state == "stored":  # another read stored it meanwhile
         return ReadOutcome("skipped")
     raise ReadRetry(reason)
@@ -134,5 +132,5 @@ def read_lead(tenant_id: str, page_id: str, leadgen_id: str, form_id: str | None
         return _fail(tenant_id, page_id, leadgen_id, failure_reason(exc), final=False)
     if not isinstance(raw, dict):
         return _fail(tenant_id, page_id, leadgen_id, "meta_unreadable_answer", final=False)
-    lead_id, new = store_raw(page, raw, leadgen_id, form_id)
-    return ReadOutcome("stored", new=new, lead_id=lead_id)
+    _lead_id, new = store_raw(page, raw, leadgen_id, form_id)
+    return ReadOutcome("stored", new=new)

@@ -39,7 +39,7 @@ from tests.fixtures_whatsapp import (  # noqa: E402
 # Tables of the contract that hold tenant rows (RLS forced on each; migrations/0001).
 TENANT_TABLES = ("leads", "credentials", "tenant_meta_accounts", "meta_ads_campaigns",
                  "meta_ads_insights", "whatsapp_senders", "meta_templates", "automation_rules",
-                 "automation_logs")
+                 "automation_logs", "meta_pages", "lead_reads")
 
 ERROR_KEYS = {"code", "message"}
 
@@ -157,6 +157,7 @@ class Populated:
     account_id: str
     campaign_id: str
     lead_phone: str
+    page_id: str = ""
     markers: list[str] = field(default_factory=list)
 
 
@@ -206,13 +207,40 @@ def populate(api, wa: WhatsAppSandbox, control: SandboxControl, tenant_id: str) 
             "INSERT INTO meta_ads_insights (tenant_id, campaign_id, date, account_id, currency,"
             " spend, impressions, clicks, leads) VALUES (%s, %s, current_date - 1, %s, 'EUR',"
             " 123.45, 1000, 50, 7)", (tenant_id, campaign_id, account_id))
+    page_id, leadgen_id = _lead_ads_rows(control, setup, tag)
     markers = [tenant_id, setup.waba_id, setup.phone_number_id, rule_id, lead_id, log_id,
+               page_id, leadgen_id, f"Página Secreta {tag}", f"Lead de Formulario {tag}",
                account_id, account_id.removeprefix("act_"), campaign_id, phone,
                phone.removeprefix("+"), f"Lead Secreto {tag}", f"Cuenta Secreta {tag}",
                f"Campaña Secreta {tag}",
                *setup.templates.values()]
     return Populated(tenant_id, setup, rule_id, lead_id, log_id, account_id, campaign_id, phone,
-                     markers)
+                     page_id, markers)
+
+
+def _lead_ads_rows(control: SandboxControl, setup: WhatsAppSetup, tag: str) -> tuple[str, str]:
+    """A connected Page of the tenant's person (its Page token sealed) and a lead of its form,
+    stored with its read record: written by Lead Ads' own data access."""
+    from sandbox.pages import PagesControl
+    from shared.leads import leads_store, pages_store
+    from shared.leads.parsing import parse_lead
+
+    pages = PagesControl(control.url)
+    try:
+        created = pages.create_page(setup.user_id, name=f"Página Secreta {tag}")
+        lead = pages.create_leads(created["page_id"], deliver="none",
+                                  name=f"Lead de Formulario {tag}")[0]
+    finally:
+        pages.close()
+    page_id = created["page_id"]
+    parsed = parse_lead(lead, leadgen_id=lead["id"], page_id=page_id, default_country="AR")
+    with tenant_tx(setup.tenant_id) as conn:
+        pages_store.upsert(conn, setup.tenant_id, page_id=page_id, name=f"Página Secreta {tag}",
+                           token=f"page-token-{tag}", default_country="AR", connected_by=None)
+        lead_id, _ = leads_store.insert_lead(conn, setup.tenant_id, parsed)
+        leads_store.mark_stored(conn, setup.tenant_id, lead["id"], page_id, parsed.form_id,
+                                lead_id)
+    return page_id, lead["id"]
 
 
 @pytest.fixture

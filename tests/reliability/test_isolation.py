@@ -49,6 +49,8 @@ def _call(api, method: str, path: str, tenant_id: str, a, **kwargs):
         params["account_id"] = a.account_id
     elif path == "/crm/marketing/connect":
         body = {"account_id": a.account_id}
+    elif path == "/crm/marketing/pages/connect":
+        body = {"page_id": a.page_id}
     elif path == "/crm/marketing/whatsapp/connect":
         body = {"waba_id": a.setup.waba_id, "phone_number_id": a.setup.phone_number_id}
     elif path.startswith("/crm/marketing/hsm/rules") and method in ("POST", "PATCH"):
