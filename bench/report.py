@@ -17,7 +17,8 @@ from typing import Any
 
 from bench.common import ROOT, ScenarioResult
 
-ORDER = ["cold_start", "wizard", "token_refresh", "hsm_dispatch", "scale", "api_load", "kms"]
+ORDER = ["cold_start", "wizard", "token_refresh", "hsm_dispatch", "scale", "speed_to_lead",
+         "api_load", "kms"]
 _DATA = re.compile(r"<!-- bench-data\n(.*?)\n-->", re.S)
 
 

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -173,13 +174,15 @@ def accepted(ctx: BenchContext, tenants: list[dict], since: float) -> list[float
         "phone_number_ids": [t["phone"] for t in tenants], "since": since})["monos"]
 
 
-def start_workers(ctx: BenchContext, n: int) -> list[subprocess.Popen]:
+def start_workers(ctx: BenchContext, n: int, queue: str = "HsmDispatchQueue"
+                  ) -> list[subprocess.Popen]:
+    """`n` consumer processes of `queue` (bench/scale_worker.py), loaded and waiting for "go"."""
     log = open(ctx.stack.log_dir / "scale_workers.log", "ab")  # noqa: SIM115 - the run's
     procs = []
-    for i in range(n):
-        ready = ctx.stack.log_dir / f"scale_worker_{n}_{i}.ready"
+    for _ in range(n):
+        ready = ctx.stack.log_dir / f"worker_{queue}_{uuid.uuid4().hex[:8]}.ready"
         procs.append((subprocess.Popen(
-            [sys.executable, "-m", "bench.scale_worker", str(ready)], cwd=ROOT,
+            [sys.executable, "-m", "bench.scale_worker", str(ready), queue], cwd=ROOT,
             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ}), ready))
     deadline = time.monotonic() + 120

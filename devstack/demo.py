@@ -22,7 +22,7 @@ from devstack.stack import LocalStack
 ROOT = Path(__file__).resolve().parents[1]
 LOG = ROOT / ".cache" / "local" / "demo.log"
 STEPS = ["devstack.demo_oauth", "devstack.demo_tokens", "devstack.demo_ads",
-         "devstack.demo_whatsapp"]
+         "devstack.demo_whatsapp", "devstack.demo_leads"]
 
 
 @dataclass

@@ -23,7 +23,9 @@ TAGS = [
     {"name": "WhatsApp", "description": "The tenant's WhatsApp sender and its templates."},
     {"name": "HSM rules",
      "description": "Automation rules: a rule sends its APPROVED template once to each lead it "
-                    "is due for (trigger `lead_followup`: never contacted, `delay_hours` old)."},
+                    "is due for (trigger `lead_followup`: never contacted, `delay_hours` old; "
+                    "trigger `lead_created`: created since the rule was enabled, "
+                    "`delay_minutes` old, sent within seconds of the lead's arrival)."},
     {"name": "Message log", "description": "What was sent to whom, with delivery status."},
     {"name": "Lead Ads",
      "description": "Facebook Pages and their lead forms: connect a Page, and its leads arrive "
@@ -100,8 +102,15 @@ SEND_WINDOW = {"anyOf": [{"$ref": "#/components/schemas/SendWindow"}, {"type": "
 RULE = _object({
     "id": {"type": "string", "format": "uuid"},
     "name": _STR,
-    "trigger_type": {"const": "lead_followup"},
-    "delay_hours": {"type": "integer", "minimum": 1, "maximum": 720},
+    "trigger_type": {"enum": ["lead_followup", "lead_created"]},
+    "delay_hours": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 720},
+                              {"type": "null"}],
+                    "description": "lead_followup: hours after the lead was created; null for "
+                                   "lead_created"},
+    "delay_minutes": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 1440},
+                                {"type": "null"}],
+                      "description": "lead_created: minutes after the lead was created; null "
+                                     "for lead_followup"},
     "template_name": _STR, "language": _STR,
     "body_params": {**_STRINGS, "description": "The lead field that fills each {{n}}"},
     "send_window": SEND_WINDOW,
@@ -110,8 +119,9 @@ RULE = _object({
                         "description": "The template's status now; only APPROVED sends"},
     "template_rejection_reason": _STR_OR_NULL,
     "created_at": _TIME, "updated_at": _TIME,
-}, required=["id", "name", "trigger_type", "delay_hours", "template_name", "language",
-             "body_params", "enabled", "template_status", "created_at", "updated_at"])
+}, required=["id", "name", "trigger_type", "delay_hours", "delay_minutes", "template_name",
+             "language", "body_params", "enabled", "template_status", "created_at",
+             "updated_at"])
 PHONE_NUMBER = _object({
     "id": _STR, "display_phone_number": _STR_OR_NULL, "verified_name": _STR_OR_NULL,
     "quality_rating": _STR_OR_NULL, "messaging_limit_tier": _STR_OR_NULL,
@@ -160,7 +170,8 @@ REFRESH_SUMMARY = _object({name: _INT for name in ("checked", "refreshed", "fail
 # -- examples ----------------------------------------------------------------------------------
 _RULE_EXAMPLE = {
     "id": "0b7f6f8e-4c1d-4a59-9b43-6f0d2c1e9a10", "name": "Seguimiento 24h",
-    "trigger_type": "lead_followup", "delay_hours": 24, "template_name": "lead_followup_es",
+    "trigger_type": "lead_followup", "delay_hours": 24, "delay_minutes": None,
+    "template_name": "lead_followup_es",
     "language": "es", "body_params": ["first_name"], "send_window": None, "enabled": True,
     "template_status": "APPROVED", "template_rejection_reason": None,
     "created_at": "2026-12-01T09:30:00+00:00", "updated_at": "2026-12-01T09:30:00+00:00",

@@ -21,6 +21,11 @@ def test_the_demo_runs_every_step_and_sends_each_lead_once(stack):
                  "POST /crm/marketing/connect", "GET /crm/marketing/stats",
                  "hsm_dispatch again", "Demo finished"):
         assert step in out, step
+    # A lead from a lead form gets its WhatsApp message seconds later (lead_created).
+    leads = out.split("Lead Ads: someone fills the lead form", 1)[1]
+    seconds = re.search(r"accepted by Meta (\d+\.\d+) s after the notification", leads)
+    assert seconds and float(seconds.group(1)) < 30, leads[:800]
+    assert "follow-up sent: yes" in leads.split("leads/ads (member)", 1)[1]
     # The second tick finds nothing due, and Meta has exactly the messages of the first.
     again = out.split("hsm_dispatch again", 1)[1]
     assert "'tenants_queued': 0" in again

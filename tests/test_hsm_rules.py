@@ -75,7 +75,16 @@ def test_send_window_defaults_to_the_senders_time_zone(api, whatsapp_tenant):
     ({"name": "   "}, "name"),
     ({"name": "x" * 101}, "name"),
     ({"name": "Uno\x00Dos"}, "name"),
-    ({"trigger_type": "lead_created"}, "trigger_type"),
+    ({"trigger_type": "lead_arrived"}, "trigger_type"),
+    ({"trigger_type": "lead_created"}, "delay_hours"),  # lead_created's delay is in minutes
+    ({"delay_minutes": 5}, "delay_minutes"),  # lead_followup's is in hours
+    ({"trigger_type": "lead_created", "delay_hours": None, "delay_minutes": -1},
+     "delay_minutes"),
+    ({"trigger_type": "lead_created", "delay_hours": None, "delay_minutes": 1441},
+     "delay_minutes"),
+    ({"trigger_type": "lead_created", "delay_hours": None, "delay_minutes": "5"},
+     "delay_minutes"),
+    ({"delay_hours": None}, "delay_hours"),  # lead_followup needs it
     ({"template_name": "Bad Name"}, "template_name"),
     ({"enabled": "yes"}, "enabled"),
     ({"send_window": {"start": "9:00", "end": "20:00"}}, "send_window.start"),

@@ -84,7 +84,15 @@
     CLOSED: "Cerrada", ANY_ACTIVE: "Activa", ANY_CLOSED: "Cerrada",
   };
   const QUALITY = { GREEN: "alta", YELLOW: "media", RED: "baja", UNKNOWN: "sin datos" };
-  const TRIGGERS = { lead_followup: "Seguimiento de leads sin contactar" };
+  const TRIGGERS = {
+    lead_followup: "Seguimiento de leads sin contactar",
+    lead_created: "Bienvenida al llegar un lead",
+  };
+  // Each trigger's delay: its field, unit, bounds and default.
+  const DELAYS = {
+    lead_followup: { field: "delay_hours", label: "Enviar tras (horas)", unit: "h", min: 1, max: 720, value: 24 },
+    lead_created: { field: "delay_minutes", label: "Enviar tras (minutos)", unit: "min", min: 0, max: 1440, value: 0 },
+  };
   const LOG_STATUS = {
     PENDING: "Pendiente", SENT: "Enviado", DELIVERED: "Entregado", READ: "Leído",
     FAILED: "Fallido", SKIPPED: "Omitido", UNKNOWN: "Desconocido",
@@ -542,7 +550,39 @@
   // -- HSM -----------------------------------------------------------------------------------
   async function openHsm() {
     await loadTemplates();
-    await Promise.all([loadRules(), loadLogs()]);
+    await Promise.all([loadRules(), loadLogs(), loadLeadAds()]);
+  }
+
+  // Leads de formularios: GET /crm/marketing/leads/ads, newest first, cursor-paged.
+  function leadAdRow(lead) {
+    const whatsapp = lead.followup_sent
+      ? `Enviado${lead.followup_sent_at ? ` ${dateTime(lead.followup_sent_at)}` : ""}`
+      : (lead.whatsapp_opt_out ? "No desea mensajes" : "Sin enviar");
+    return el("tr", { testid: `lead-ad-${lead.id}` },
+      el("td", {}, dateTime(lead.created_at)),
+      el("td", {}, lead.name || ""),
+      el("td", {}, lead.phone || ""),
+      el("td", {}, lead.campaign ? (lead.campaign.name || lead.campaign.id) : "—"),
+      el("td", {}, lead.ad_id || "—"),
+      el("td", {}, lead.form_id || "—"),
+      el("td", { testid: "lead-ad-followup" }, whatsapp));
+  }
+
+  async function loadLeadAds(more) {
+    const params = new URLSearchParams({ limit: "50" });
+    if (more && state.leadAdsCursor) params.set("cursor", state.leadAdsCursor);
+    let data;
+    try {
+      data = await request("GET", `/crm/marketing/leads/ads?${params}`);
+    } catch (err) {
+      $("lead-ads-body").replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "message error" }, describe(err))));
+      return;
+    }
+    const rows = (data.leads || []).map(leadAdRow);
+    if (more) $("lead-ads-body").append(...rows); else $("lead-ads-body").replaceChildren(...rows);
+    state.leadAdsCursor = data.next_cursor || null;
+    show($("lead-ads-more"), !!state.leadAdsCursor);
+    show($("lead-ads-empty"), !$("lead-ads-body").children.length);
   }
 
   async function loadTemplates() {
@@ -634,7 +674,7 @@
           ? el("span", { class: `badge ${r.template_status}` }, `Plantilla ${TEMPLATE_STATUS[r.template_status] || r.template_status}`)
           : null,
         el("div", { class: "meta" },
-          `${TRIGGERS[r.trigger_type] || r.trigger_type} · tras ${r.delay_hours} h · ${r.template_name} (${r.language})`
+          `${TRIGGERS[r.trigger_type] || r.trigger_type} · tras ${ruleDelay(r)} · ${r.template_name} (${r.language})`
           + (r.send_window ? ` · ${r.send_window.start}–${r.send_window.end} ${r.send_window.timezone || ""}` : ""))),
       el("div", { class: "actions admin-only" },
         el("button", { type: "button", class: "small", testid: `rule-toggle-${r.id}`,
@@ -642,6 +682,17 @@
         el("button", { type: "button", class: "small", testid: `rule-delete-${r.id}`,
           onclick: (e) => deleteRule(r, e.currentTarget) }, "Eliminar")))));
     show($("rules-empty"), rules.length === 0);
+  }
+
+  function ruleDelay(rule) {
+    const delay = DELAYS[rule.trigger_type] || DELAYS.lead_followup;
+    return `${rule[delay.field]} ${delay.unit}`;
+  }
+
+  function renderDelay() {
+    const delay = DELAYS[$("rule-trigger").value] || DELAYS.lead_followup;
+    $("rule-delay-label").textContent = delay.label;
+    Object.assign($("rule-delay"), { min: delay.min, max: delay.max, value: delay.value });
   }
 
   // The templates a rule may name, in the order the form offers them: APPROVED first (only
@@ -678,8 +729,8 @@
       ...(selects.length ? selects : [el("span", { class: "muted" }, "Esta plantilla no tiene variables.")]));
   }
 
-  async function openRuleForm() {
-    if (!state.templates.length) await loadTemplates();
+  // The template choices, ranked for the chosen trigger (saveRule reads them by position).
+  function renderTemplates() {
     const templates = usableTemplates();
     const select = $("rule-template");
     select.replaceChildren(...templates.map((t, i) => el("option", { value: i },
@@ -687,6 +738,12 @@
         ? ` · ${TEMPLATE_STATUS[t.status] || t.status}: no enviará hasta que Meta la apruebe` : ""}`)));
     select.value = "0";
     renderParams();
+    return templates;
+  }
+
+  async function openRuleForm() {
+    if (!state.templates.length) await loadTemplates();
+    const templates = renderTemplates();
     $("rule-error").hidden = true;
     show($("rule-form"), true);
     if (!templates.length) {
@@ -698,10 +755,11 @@
   async function saveRule(event) {
     event.preventDefault();
     const template = usableTemplates()[Number($("rule-template").value)];
+    const trigger = $("rule-trigger").value;
     const body = {
       name: $("rule-name").value.trim(),
-      trigger_type: $("rule-trigger").value,
-      delay_hours: Number.parseInt($("rule-delay").value, 10),
+      trigger_type: trigger,
+      [(DELAYS[trigger] || DELAYS.lead_followup).field]: Number.parseInt($("rule-delay").value, 10),
       template_name: template ? template.name : "",
       language: template ? template.language : "",
       body_params: [...document.querySelectorAll(".rule-param")].map((s) => s.value),
@@ -718,6 +776,7 @@
       return;
     }
     $("rule-form").reset();
+    renderDelay();
     show($("rule-window"), false);
     show($("rule-form"), false);
     flash("success", "Regla creada exitosamente");
@@ -829,6 +888,9 @@
     $("load-wabas").addEventListener("click", (e) => loadWabas(e.currentTarget));
     $("new-rule").addEventListener("click", openRuleForm);
     $("rule-template").addEventListener("change", renderParams);
+    $("rule-trigger").addEventListener("change", () => { renderDelay(); renderTemplates(); });
+    $("lead-ads-refresh").addEventListener("click", (e) => busy(e.currentTarget, () => loadLeadAds()));
+    $("lead-ads-more").addEventListener("click", (e) => busy(e.currentTarget, () => loadLeadAds(true)));
     $("rule-window-on").addEventListener("change", (e) => show($("rule-window"), e.currentTarget.checked));
     $("rule-cancel").addEventListener("click", () => show($("rule-form"), false));
     $("rule-form").addEventListener("submit", saveRule);

@@ -27,8 +27,8 @@ from typing import Any
 
 import psycopg
 
-from shared.hsm.eligibility import DUE_FOR_RULE, LEAD_REACHABLE
-from shared.whatsapp.webhook_store import OPT_OUT_131050
+from shared.hsm.eligibility import LEAD_CREATED, LEAD_FOLLOWUP, due_for_rule, reachable
+from shared.whatsapp.webhook_store import OPT_OUT_131050, mark_contacted
 
 LEAD_FIELDS = "l.phone, l.name, l.email, l.lead_source, l.meta_ad_headline, l.created_at"
 # Before every lead: the keyset cursor of a rule's first batch.
@@ -39,11 +39,19 @@ START_CURSOR = (datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
 class Rule:
     id: str
     name: str
-    delay_hours: int
+    delay_hours: int | None  # lead_followup
     template_name: str
     language: str
     body_params: list[str]
     send_window: dict[str, Any] | None
+    trigger_type: str = LEAD_FOLLOWUP
+    delay_minutes: int | None = None  # lead_created
+    enabled_at: datetime | None = None  # lead_created: leads created since then
+
+    def due_params(self) -> dict[str, Any]:
+        """The parameters of eligibility.due_for_rule's age test."""
+        return {"delay_hours": self.delay_hours, "delay_minutes": self.delay_minutes,
+                "enabled_at": self.enabled_at}
 
 
 @dataclass(frozen=True)
@@ -102,29 +110,6 @@ def mark_queued(conn: psycopg.Connection, tenant_ids: list[str]) -> None:
         conn.execute("SELECT hsm_mark_queued(%s)", (tenant_ids,))
 
 
-# -- the per-tenant lease (pacing: one dispatcher per phone number) ---------------------------
-def acquire_lease(conn: psycopg.Connection, tenant_id: str, holder: uuid.UUID,
-                  seconds: float) -> bool:
-    row = conn.execute(
-        """
-        INSERT INTO hsm_dispatch_leases (tenant_id, holder, expires_at)
-        VALUES (%(tenant)s, %(holder)s, now() + make_interval(secs => %(secs)s))
-        ON CONFLICT (tenant_id) DO UPDATE SET holder = EXCLUDED.holder,
-            expires_at = EXCLUDED.expires_at, acquired_at = now()
-        WHERE hsm_dispatch_leases.expires_at <= now()
-           OR hsm_dispatch_leases.holder = EXCLUDED.holder
-        RETURNING holder
-        """,
-        {"tenant": tenant_id, "holder": holder, "secs": seconds},
-    ).fetchone()
-    return row is not None
-
-
-def release_lease(conn: psycopg.Connection, holder: uuid.UUID) -> None:
-    conn.execute("UPDATE hsm_dispatch_leases SET expires_at = now(), last_finished_at = now() "
-                 "WHERE tenant_id = app_current_tenant() AND holder = %s", (holder,))
-
-
 # -- recovery at the start of a run -----------------------------------------------------------
 def expire_started(conn: psycopg.Connection, older_than_seconds: float) -> int:
     """Permitted sends with no result for too long (the run died after the permit): Meta may or
@@ -170,8 +155,9 @@ def revive_template_skips(conn: psycopg.Connection, rule_id: str) -> int:
     return cur.rowcount
 
 
-def skip_unreachable_released(conn: psycopg.Connection, rule_id: str) -> int:
-    """Released rows whose lead opted out, got contacted or lost its phone meanwhile."""
+def skip_unreachable_released(conn: psycopg.Connection, rule: Rule) -> int:
+    """Released rows whose lead opted out, got contacted (lead_followup) or lost its phone
+    meanwhile."""
     cur = conn.execute(
         f"""
         UPDATE automation_logs a SET status = 'SKIPPED', error_code = 'lead_not_eligible',
@@ -180,22 +166,26 @@ def skip_unreachable_released(conn: psycopg.Connection, rule_id: str) -> int:
         FROM leads l
         WHERE a.tenant_id = app_current_tenant() AND a.rule_id = %s AND a.status = 'PENDING'
           AND a.claimed_by IS NULL AND a.attempt_started_at IS NULL
-          AND l.tenant_id = a.tenant_id AND l.id = a.lead_id AND NOT ({LEAD_REACHABLE})
+          AND l.tenant_id = a.tenant_id AND l.id = a.lead_id
+          AND NOT ({reachable(rule.trigger_type)})
         """,  # noqa: S608 - constant fragments only
-        (rule_id,),
+        (rule.id,),
     )
     return cur.rowcount
 
 
 # -- rules ---------------------------------------------------------------------------------------
 def enabled_rules(conn: psycopg.Connection) -> list[Rule]:
+    """lead_created rules first: a run reaches its new leads before any follow-up backlog."""
     rows = conn.execute(
-        "SELECT id, name, delay_hours, template_name, language, body_params, send_window "
+        "SELECT id, name, delay_hours, template_name, language, body_params, send_window, "
+        "trigger_type, delay_minutes, enabled_at "
         "FROM automation_rules WHERE tenant_id = app_current_tenant() AND enabled "
-        "AND deleted_at IS NULL ORDER BY created_at, id"
+        "AND deleted_at IS NULL ORDER BY trigger_type <> %s, created_at, id", (LEAD_CREATED,)
     ).fetchall()
     return [Rule(str(r["id"]), r["name"], r["delay_hours"], r["template_name"], r["language"],
-                 list(r["body_params"] or []), r["send_window"]) for r in rows]
+                 list(r["body_params"] or []), r["send_window"], r["trigger_type"],
+                 r["delay_minutes"], r["enabled_at"]) for r in rows]
 
 
 # -- the messaging tier --------------------------------------------------------------------------
@@ -249,7 +239,7 @@ def reserve_released(conn: psycopg.Connection, rule: Rule, holder: uuid.UUID,
                        ORDER BY x.next_attempt_at, x.id
                        LIMIT %(limit)s
                        FOR UPDATE SKIP LOCKED)
-          AND l.tenant_id = a.tenant_id AND l.id = a.lead_id AND {LEAD_REACHABLE}
+          AND l.tenant_id = a.tenant_id AND l.id = a.lead_id AND {reachable(rule.trigger_type)}
         RETURNING a.id AS log_id, a.lead_id, a.attempts, {LEAD_FIELDS}
         """,  # noqa: S608 - constant fragments only
         {"holder": holder, "rule_id": rule.id, "limit": limit,
@@ -263,7 +253,7 @@ def reserve_new(conn: psycopg.Connection, tenant_id: str, rule: Rule, holder: uu
     """Claim up to `limit` eligible leads never logged for `rule` (after the keyset cursor)."""
     rows = conn.execute(
         f"""
-        WITH due AS ({DUE_FOR_RULE}),
+        WITH due AS ({due_for_rule(rule.trigger_type)}),
         claimed AS (
             INSERT INTO automation_logs (tenant_id, rule_id, lead_id, template_name, language,
                                          phone, status, claimed_by, claimed_at)
@@ -276,7 +266,7 @@ def reserve_new(conn: psycopg.Connection, tenant_id: str, rule: Rule, holder: uu
         FROM claimed c JOIN leads l ON l.tenant_id = %(tenant)s AND l.id = c.lead_id
         ORDER BY l.created_at, l.id
         """,  # noqa: S608 - constant fragments only
-        {"tenant": tenant_id, "rule_id": rule.id, "delay_hours": rule.delay_hours,
+        {"tenant": tenant_id, "rule_id": rule.id, **rule.due_params(),
          "template": rule.template_name, "language": rule.language, "holder": holder,
          "limit": limit, "after_created_at": after[0], "after_id": after[1]},
     ).fetchall()
@@ -289,7 +279,7 @@ def insert_skipped(conn: psycopg.Connection, tenant_id: str, rule: Rule, code: s
     row each, with the reason. `revive_template_skips` releases them once it is approved."""
     cur = conn.execute(
         f"""
-        WITH due AS ({DUE_FOR_RULE})
+        WITH due AS ({due_for_rule(rule.trigger_type)})
         INSERT INTO automation_logs (tenant_id, rule_id, lead_id, template_name, language, phone,
                                      status, error_code, error_message)
         SELECT %(tenant)s, %(rule_id)s, due.id, %(template)s, %(language)s, due.phone,
@@ -297,7 +287,7 @@ def insert_skipped(conn: psycopg.Connection, tenant_id: str, rule: Rule, code: s
         FROM due
         ON CONFLICT (tenant_id, rule_id, lead_id) DO NOTHING
         """,  # noqa: S608 - constant fragments only
-        {"tenant": tenant_id, "rule_id": rule.id, "delay_hours": rule.delay_hours,
+        {"tenant": tenant_id, "rule_id": rule.id, **rule.due_params(),
          "template": rule.template_name, "language": rule.language, "code": code,
          "message": message[:500], "limit": limit, "after_created_at": START_CURSOR[0],
          "after_id": START_CURSOR[1]},
@@ -308,14 +298,31 @@ def insert_skipped(conn: psycopg.Connection, tenant_id: str, rule: Rule, code: s
 # -- the permit: the last step before Meta -----------------------------------------------------
 def permit(conn: psycopg.Connection, holder: uuid.UUID, log_ids: list[str]) -> set[str]:
     """Allow sending these reserved rows; returns the ids this run may send (rows another run
-    took over meanwhile are left out)."""
+    took over meanwhile are left out).
+
+    A lead_followup row is held back too when its lead was reached since it was reserved: the
+    lead was contacted, or another rule's send to it is with Meta right now (a lead_created
+    message of the same run, say). Held back, it stays reserved, is released when the run ends
+    and is then skipped as `lead_not_eligible` (or sent, if that other send failed)."""
     if not log_ids:
         return set()
     rows = conn.execute(
-        "UPDATE automation_logs SET attempt_started_at = now(), attempts = attempts + 1, "
-        "updated_at = now() WHERE tenant_id = app_current_tenant() AND id = ANY(%s::uuid[]) "
-        "AND claimed_by = %s "
-        "AND status = 'PENDING' AND attempt_started_at IS NULL RETURNING id",
+        f"""
+        UPDATE automation_logs a SET attempt_started_at = now(), attempts = a.attempts + 1,
+            updated_at = now()
+        FROM automation_rules r, leads l
+        WHERE a.tenant_id = app_current_tenant() AND a.id = ANY(%s::uuid[])
+          AND a.claimed_by = %s AND a.status = 'PENDING' AND a.attempt_started_at IS NULL
+          AND r.tenant_id = a.tenant_id AND r.id = a.rule_id
+          AND l.tenant_id = a.tenant_id AND l.id = a.lead_id
+          AND (r.trigger_type <> '{LEAD_FOLLOWUP}' OR (
+               l.last_contacted_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM automation_logs o
+                               WHERE o.tenant_id = a.tenant_id AND o.lead_id = a.lead_id
+                                 AND o.id <> a.id AND o.status = 'PENDING'
+                                 AND o.attempt_started_at IS NOT NULL)))
+        RETURNING a.id
+        """,  # noqa: S608 - constant fragments only
         (log_ids, holder),
     ).fetchall()
     return {str(r["id"]) for r in rows}
@@ -387,6 +394,8 @@ def write_results(conn: psycopg.Connection, holder: uuid.UUID, results: list[Res
                       for r in results if r.outcome == outcome]
             if params:
                 cur.executemany(sql, params)
+    # Meta accepted these: their leads count as contacted (CONTRACT.md "Lead Ads").
+    mark_contacted(conn, [r.log_id for r in results if r.outcome == "SENT"])
     opted_out = [r.lead_id for r in results if r.opt_out]
     if opted_out:
         conn.execute(

@@ -61,6 +61,8 @@ class TenantResult:
     statuses: Counter[str] = field(default_factory=Counter)
     backlog_left: bool = False  # its time ran out (or never came) with work left: run it now
     error: Exception | None = None  # the run failed (after winding down): retry it later
+    woken: bool = False  # a wake came while it ran (shared.hsm.leases): run it again now
+    wake_in: int | None = None  # a delayed lead falls due in this many seconds: wake it then
 
 
 class Dispatcher:
@@ -90,9 +92,11 @@ class Dispatcher:
             except Exception as exc:
                 logger.exception("hsm_dispatch_tenant_failed", extra={"tenant_id": tenant_id})
                 metrics.add_metric(name="HsmDispatchErrors", unit="Count", value=1)
-                return TenantResult(tenant_id, job.summary, job.statuses, error=exc)
+                return TenantResult(tenant_id, job.summary, job.statuses, error=exc,
+                                    woken=job.lease_end.woken)
             return TenantResult(tenant_id, job.summary, job.statuses,
-                                backlog_left=job.backlog_left)
+                                backlog_left=job.backlog_left, woken=job.lease_end.woken,
+                                wake_in=job.lease_end.wake_in)
 
 
 def total(results: list[TenantResult]) -> tuple[DispatchSummary, Counter[str]]:

@@ -15,8 +15,9 @@ from typing import Any
 
 from shared.connection import credentials
 from shared.connection.session import usable_token
-from shared.hsm import claims
+from shared.hsm import claims, leases
 from shared.hsm.claims import Rule
+from shared.hsm.leases import LeaseEnd
 from shared.platform.db import tenant_tx
 from shared.platform.errors import MetaReconnectRequired
 from shared.platform.observability import logger, metrics
@@ -76,18 +77,32 @@ def plan_rule(conn: Any, rule: Rule) -> RulePlan:
     return RulePlan(rule, parameter_names=_parameter_names(row["components"]) if named else None)
 
 
-def _release_lease(tenant_id: str, run_id: uuid.UUID) -> None:
+def _release_lease(tenant_id: str, run_id: uuid.UUID) -> LeaseEnd:
     with tenant_tx(tenant_id) as conn:
-        claims.release_lease(conn, run_id)
+        return leases.let_go(conn, run_id)
 
 
-def prepare_tenant(tenant_id: str, run_id: uuid.UUID, deadline: float) -> TenantPlan | None:
-    """Lease, recovery, sender, token, rule plans. None: nothing to send now."""
-    lease_seconds = max(0.0, deadline - time.monotonic()) + LEASE_MARGIN_SECONDS
-    with tenant_tx(tenant_id) as conn:
-        if not claims.acquire_lease(conn, tenant_id, run_id, lease_seconds):
-            logger.info("hsm_dispatch_busy", extra={"tenant_id": tenant_id})
-            return None
+def _take_lease(tenant_id: str, run_id: uuid.UUID, deadline: float) -> bool:
+    """The tenant's lease; or, while another run holds it, a mark that run reads as it lets go
+    (leases.mark_woken), so what woke this one is not lost. A lease let go between the two
+    statements is tried again."""
+    for _ in range(3):
+        lease_seconds = max(0.0, deadline - time.monotonic()) + LEASE_MARGIN_SECONDS
+        with tenant_tx(tenant_id) as conn:
+            if leases.acquire(conn, tenant_id, run_id, lease_seconds):
+                return True
+            if leases.mark_woken(conn):
+                logger.info("hsm_dispatch_busy", extra={"tenant_id": tenant_id})
+                return False
+    return False  # taken and let go twice meanwhile: those runs saw what this one would
+
+
+def prepare_tenant(tenant_id: str, run_id: uuid.UUID, deadline: float
+                   ) -> tuple[TenantPlan | None, LeaseEnd]:
+    """Lease, recovery, sender, token, rule plans. (None, how the lease ended): nothing to send
+    now. With a plan, the lease is still held and its LeaseEnd empty."""
+    if not _take_lease(tenant_id, run_id, deadline):
+        return None, LeaseEnd()
     try:
         return _prepare_leased(tenant_id, run_id)
     except Exception:
@@ -95,7 +110,7 @@ def prepare_tenant(tenant_id: str, run_id: uuid.UUID, deadline: float) -> Tenant
         raise
 
 
-def _prepare_leased(tenant_id: str, run_id: uuid.UUID) -> TenantPlan | None:
+def _prepare_leased(tenant_id: str, run_id: uuid.UUID) -> tuple[TenantPlan | None, LeaseEnd]:
     with tenant_tx(tenant_id) as conn:
         timed_out = claims.expire_started(conn, STARTED_TIMEOUT_SECONDS)
         orphans = claims.release_orphans(conn, run_id)
@@ -118,16 +133,14 @@ def _prepare_leased(tenant_id: str, run_id: uuid.UUID) -> TenantPlan | None:
         if rules:
             logger.info("hsm_dispatch_tenant_skipped", extra={"tenant_id": tenant_id,
                                                               "reason": reason})
-        _release_lease(tenant_id, run_id)
-        return None
+        return None, _release_lease(tenant_id, run_id)
     try:
         token = usable_token(stored)  # marks the connection when its ciphertext is unusable
     except MetaReconnectRequired:
-        _release_lease(tenant_id, run_id)
-        return None
+        return None, _release_lease(tenant_id, run_id)
     # Templates are read as stored: webhooks and the periodic template sync keep them current
     # (shared.whatsapp.template_sync), so no send waits for a Graph read. A template that
     # stopped being approved since is refused by Meta itself (132001/132015/132016).
     with tenant_tx(tenant_id) as conn:
         plans = [plan_rule(conn, rule) for rule in rules]
-    return TenantPlan(sender, token, plans)
+    return TenantPlan(sender, token, plans), LeaseEnd()

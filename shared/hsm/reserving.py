@@ -79,7 +79,7 @@ class Reserving:
                 "tenant_id": self.tenant_id, "rule_id": rule.id, "template": rule.template_name,
                 "status": "SKIPPED", "error": plan.skip_code, "count": skipped})
             return
-        await self.threads.run(self._prepare_rule_tx, rule.id)
+        await self.threads.run(self._prepare_rule_tx, rule)
         for kind in ("released", "new"):
             cursor = claims.START_CURSOR
             while not self._held_back(rule):
@@ -106,10 +106,10 @@ class Reserving:
             return claims.insert_skipped(conn, self.tenant_id, plan.rule, plan.skip_code,
                                          plan.skip_message, SKIP_BATCH)
 
-    def _prepare_rule_tx(self, rule_id: str) -> None:
+    def _prepare_rule_tx(self, rule: Rule) -> None:
         with tenant_tx(self.tenant_id) as conn:
-            claims.revive_template_skips(conn, rule_id)
-            claims.skip_unreachable_released(conn, rule_id)
+            claims.revive_template_skips(conn, rule.id)
+            claims.skip_unreachable_released(conn, rule)
 
     def _reserve_tx(self, kind: str, rule: Rule, limit: int, cursor: tuple[Any, Any]
                     ) -> list[Claim] | None:

@@ -1,5 +1,6 @@
-"""Automation rules (`lead_followup`, CONTRACT.md): validation, create/update/delete, and the
-helpers the dispatcher uses to fill a rule's template for a lead and to honour its send window.
+"""Automation rules (`lead_followup` and `lead_created`, CONTRACT.md): validation,
+create/update/delete, and the helpers the dispatcher uses to fill a rule's template for a lead
+and to honour its send window.
 
 Validation happens in two layers: the pydantic models reject malformed input (422 from the API
 edge), and `_check_template` checks the rule against the tenant's synced templates in the same
@@ -13,6 +14,12 @@ Decisions:
   APPROVED); the dispatcher skips them while they are not APPROVED, and the response shows the
   template's current status so the screen can warn.
 - Deleting a rule keeps its logs: the rule is soft-deleted and disabled.
+- Each trigger has its own delay: `delay_hours` (1..720, required) for `lead_followup`,
+  `delay_minutes` (0..1440, default 0) for `lead_created`; the other one is refused (422), and
+  a rule's trigger cannot change (422: delete it and create another).
+- A rule remembers when it was last enabled (`enabled_at`, stored, not shown): a
+  `lead_created` rule messages only the leads created since, so enabling it never messages the
+  leads already there.
 """
 
 from __future__ import annotations
@@ -32,9 +39,11 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
+    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from shared.hsm import rules_store as store
 from shared.platform.db import tenant_tx
@@ -135,6 +144,9 @@ RuleName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-
 TemplateName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,512}$")]
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(_[A-Za-z]{2,4})?$")]
 DelayHours = Annotated[StrictInt, Field(ge=1, le=720)]
+DelayMinutes = Annotated[StrictInt, Field(ge=0, le=1440)]
+Trigger = Literal["lead_followup", "lead_created"]
+_DELAY_OF = {"lead_followup": "delay_hours", "lead_created": "delay_minutes"}
 BodyParams = Annotated[list[LeadField], Field(max_length=20)]
 
 
@@ -142,21 +154,61 @@ class RuleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
 
     name: RuleName
-    trigger_type: Literal["lead_followup"] = "lead_followup"
-    delay_hours: DelayHours
+    trigger_type: Trigger = "lead_followup"
+    delay_hours: DelayHours | None = Field(
+        default=None, description="lead_followup only, and required there: hours after the "
+        "lead was created")
+    delay_minutes: DelayMinutes | None = Field(
+        default=None, description="lead_created only (default 0): minutes after the lead "
+        "was created")
     template_name: TemplateName
     language: Language
     body_params: BodyParams = Field(default_factory=list)
     send_window: SendWindow | None = None
     enabled: StrictBool = True
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _trigger_delay(cls, data: Any, handler: Any) -> RuleCreate:
+        """Each trigger its own delay, reported with the other fields' errors (one 422 lists
+        every field): delay_hours required for lead_followup, and neither delay on the other
+        trigger."""
+        try:
+            rule, errors = handler(data), []
+        except ValidationError as exc:
+            rule, errors = None, [_error_details(e) for e in exc.errors()]
+        if isinstance(data, dict):
+            trigger = data.get("trigger_type", "lead_followup")
+            own = _DELAY_OF.get(trigger) if isinstance(trigger, str) else None
+            if own == "delay_hours" and data.get("delay_hours") is None:
+                errors.append({"type": "missing", "loc": ("delay_hours",), "input": data})
+            for other in set(_DELAY_OF.values()) - {own} if own else ():
+                if data.get(other) is not None:
+                    errors.append({"type": PydanticCustomError(
+                        "delay_of_other_trigger", "not a field of a {trigger} rule",
+                        {"trigger": trigger}), "loc": (other,), "input": data[other]})
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        if rule.trigger_type == "lead_created" and rule.delay_minutes is None:
+            rule.delay_minutes = 0
+        return rule
+
+
+def _error_details(error: Any) -> dict[str, Any]:
+    """A pydantic error as ValidationError.from_exception_data takes it again."""
+    details = {"type": error["type"], "loc": error["loc"], "input": error["input"]}
+    if error.get("ctx"):
+        details["ctx"] = error["ctx"]
+    return details
+
 
 class RulePatch(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
 
     name: RuleName | None = None
-    trigger_type: Literal["lead_followup"] | None = None
+    trigger_type: Trigger | None = None  # only the rule's own: a trigger cannot change
     delay_hours: DelayHours | None = None
+    delay_minutes: DelayMinutes | None = None
     template_name: TemplateName | None = None
     language: Language | None = None
     body_params: BodyParams | None = None
@@ -184,6 +236,7 @@ def public_rule(row: Mapping[str, Any]) -> dict[str, Any]:
         "name": row["name"],
         "trigger_type": row["trigger_type"],
         "delay_hours": row["delay_hours"],
+        "delay_minutes": row["delay_minutes"],
         "template_name": row["template_name"],
         "language": row["language"],
         "body_params": row["body_params"],
@@ -198,6 +251,15 @@ def public_rule(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _invalid(field: str, problem: str, message: str) -> InvalidInput:
     return InvalidInput(message, details=[{"field": field, "problem": problem}])
+
+
+def _check_delays(trigger_type: str, given: set[str]) -> None:
+    """The trigger's own delay only (given: the fields the body set)."""
+    own = _DELAY_OF[trigger_type]
+    for field in set(_DELAY_OF.values()) - {own}:
+        if field in given:
+            raise _invalid(field, f"not a field of a {trigger_type} rule",
+                           f"A {trigger_type} rule has no {field}; its delay is {own}.")
 
 
 def _check_template(conn: psycopg.Connection, name: str, language: str,
@@ -264,6 +326,10 @@ def update_rule(tenant_id: str, rule_id: str, patch: RulePatch) -> dict[str, Any
             current = store.get_live(conn, rule_id, for_update=True)
             if current is None:
                 raise NotFound(RULE_NOT_FOUND)
+            if changes.get("trigger_type", current["trigger_type"]) != current["trigger_type"]:
+                raise _invalid("trigger_type", "a rule's trigger cannot change",
+                               "A rule's trigger cannot change; create another rule.")
+            _check_delays(current["trigger_type"], set(changes))
             if "send_window" in patch.model_fields_set:
                 changes["send_window"] = _window(conn, patch.send_window)
             if changes.keys() & {"template_name", "language", "body_params"}:

@@ -12,7 +12,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 _SELECT = """
-    SELECT r.id, r.name, r.trigger_type, r.delay_hours, r.template_name, r.language,
+    SELECT r.id, r.name, r.trigger_type, r.delay_hours, r.delay_minutes, r.template_name,
+           r.language,
            r.body_params, r.send_window, r.enabled, r.created_by, r.created_at, r.updated_at,
            t.status AS template_status, t.rejection_reason AS template_rejection_reason
     FROM automation_rules r
@@ -21,9 +22,13 @@ _SELECT = """
     WHERE r.tenant_id = app_current_tenant()
 """
 
-EDITABLE = ("name", "trigger_type", "delay_hours", "template_name", "language", "body_params",
-            "send_window", "enabled")
+EDITABLE = ("name", "trigger_type", "delay_hours", "delay_minutes", "template_name", "language",
+            "body_params", "send_window", "enabled")
 _JSON = {"body_params", "send_window"}
+# A lead_created rule messages the leads created since it was enabled, and a Meta lead's
+# created_at is Meta's created_time, in whole seconds: the rule's enabled_at is kept in whole
+# seconds too, so a lead submitted just after the rule was switched on is not taken for older.
+_ENABLED_NOW = "date_trunc('second', now())"
 
 
 def _value(column: str, value: Any) -> Any:
@@ -50,12 +55,14 @@ def get_live(conn: psycopg.Connection, rule_id: str, *, for_update: bool = False
 
 def insert(conn: psycopg.Connection, tenant_id: str, created_by: str | None,
            fields: dict[str, Any]) -> str:
-    """Raises psycopg UniqueViolation when a live rule already has the name."""
+    """Raises psycopg UniqueViolation when a live rule already has the name. An enabled rule
+    is enabled as of now (enabled_at, see _ENABLED_NOW)."""
     columns = list(EDITABLE)
     row = conn.execute(
-        f"INSERT INTO automation_rules (tenant_id, created_by, {', '.join(columns)}) "  # noqa: S608
-        f"VALUES (%s, %s, {', '.join(['%s'] * len(columns))}) RETURNING id",
-        (tenant_id, created_by, *[_value(c, fields[c]) for c in columns]),
+        f"INSERT INTO automation_rules (tenant_id, created_by, enabled_at, "  # noqa: S608
+        f"{', '.join(columns)}) VALUES (%s, %s, CASE WHEN %s THEN {_ENABLED_NOW} END, "
+        f"{', '.join(['%s'] * len(columns))}) RETURNING id",
+        (tenant_id, created_by, fields["enabled"], *[_value(c, fields[c]) for c in columns]),
     ).fetchone()
     return str(row["id"])
 
@@ -65,6 +72,11 @@ def update(conn: psycopg.Connection, rule_id: str, changes: dict[str, Any]) -> N
     if not columns:
         return
     assignments = ", ".join(f"{c} = %s" for c in columns)
+    # Turned on (off before): enabled as of now. enabled_at on the right is the old value.
+    if "enabled" in columns:
+        assignments += (", enabled_at = CASE WHEN NOT enabled AND %s "
+                        f"THEN {_ENABLED_NOW} ELSE enabled_at END")
+        columns.append("enabled")
     conn.execute(
         f"UPDATE automation_rules SET {assignments}, updated_at = now() "  # noqa: S608
         "WHERE tenant_id = app_current_tenant() AND id = %s AND deleted_at IS NULL",

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.connection.session import record_token_invalid
-from shared.hsm import claims
+from shared.hsm import claims, leases
 from shared.hsm.claims import Result
+from shared.hsm.leases import LeaseEnd
 from shared.hsm.outcomes import Outcome
 from shared.hsm.pacing import TokenBucketPacer, in_flight_bound, pacing_rate
 from shared.hsm.planning import TenantPlan, prepare_tenant
@@ -96,11 +97,12 @@ class TenantDispatch(Reserving, Sending, Recording):
         self.done_seen = False
         self.first_send: float | None = None
         self.last_send: float | None = None
+        self.lease_end = LeaseEnd()  # what letting go of the lease said (wakes to queue)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def run(self) -> DispatchSummary:
-        self.plan = await self.threads.run(prepare_tenant, self.tenant_id, self.run_id,
-                                           self.deadline)
+        self.plan, self.lease_end = await self.threads.run(prepare_tenant, self.tenant_id,
+                                                           self.run_id, self.deadline)
         if self.plan is None:
             return self.summary
         self.rules = {p.rule.id: p for p in self.plan.rules}
@@ -180,7 +182,7 @@ class TenantDispatch(Reserving, Sending, Recording):
     def _finish_tx(self) -> None:
         with tenant_tx(self.tenant_id) as conn:
             released = claims.release(conn, self.run_id, self.unsent)
-            claims.release_lease(conn, self.run_id)
+            self.lease_end = leases.let_go(conn, self.run_id)
         if released:
             logger.info("hsm_claims_released", extra={"tenant_id": self.tenant_id,
                                                       "released": released,

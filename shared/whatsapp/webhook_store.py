@@ -10,7 +10,10 @@ duplicates, retries, out-of-order batches and concurrent deliveries all end in t
   a stored failure replaces it and its error. Delivery times are recorded either way, so the end
   state does not depend on the order Meta delivers a message's statuses in;
 - a template's status changes only for an event at least as new as the last change;
-- an opt-out change applies only when newer than the lead's last one.
+- an opt-out change applies only when newer than the lead's last one;
+- a message Meta accepted (the log has its send time) moves its lead's last_contacted_at to that
+  time, never backwards (CONTRACT.md "Lead Ads"): here for a row whose result the dispatcher
+  never stored (UNKNOWN), in shared.hsm.claims for the dispatcher's own results.
 """
 
 from __future__ import annotations
@@ -36,7 +39,17 @@ _WAMID = ("COALESCE(wamid, CASE WHEN NOT EXISTS (SELECT 1 FROM automation_logs x
 # A delivery or read strictly newer than the stored failure supersedes it.
 _SUPERSEDES_FAILURE = "(status = 'FAILED' AND %(rank)s >= 2 AND %(at)s > failed_at)"
 
+# A lead's last contact moves forward only, to the send time of a message Meta accepted.
+_CONTACTED = """
+    UPDATE leads l SET last_contacted_at = {logs}.sent_at
+    FROM {source}
+    WHERE l.tenant_id = app_current_tenant() AND l.id = {logs}.lead_id
+      AND {logs}.sent_at IS NOT NULL
+      AND (l.last_contacted_at IS NULL OR l.last_contacted_at < {logs}.sent_at)
+"""
+
 _ADVANCE = f"""
+    WITH advanced AS (
     UPDATE automation_logs SET
         status = CASE WHEN status = 'FAILED' AND NOT {_SUPERSEDES_FAILURE} THEN status
                       WHEN %(rank)s > (CASE status WHEN 'SENT' THEN 1 WHEN 'DELIVERED' THEN 2
@@ -52,7 +65,9 @@ _ADVANCE = f"""
         error_message = CASE WHEN {_SUPERSEDES_FAILURE} THEN NULL ELSE error_message END,
         updated_at = now()
     WHERE {_MATCH} AND status IN ('PENDING', 'UNKNOWN', 'SENT', 'DELIVERED', 'READ', 'FAILED')
-    RETURNING id
+    RETURNING id, lead_id, sent_at),
+    contacted AS ({_CONTACTED.format(logs="advanced", source="advanced")})
+    SELECT id FROM advanced
 """  # noqa: S608 - constant fragments only
 
 _FAIL = f"""
@@ -84,6 +99,14 @@ def apply_delivery(conn: psycopg.Connection, *, wamid: str, log_id: str | None, 
     row = conn.execute(_ADVANCE, {"wamid": wamid, "log_id": log_id, "status": status,
                                   "rank": STATUS_RANK[status], "at": at}).fetchone()
     return row is not None
+
+
+def mark_contacted(conn: psycopg.Connection, log_ids: list[str]) -> None:
+    """The leads of these logs were reached at the logs' send times (Meta accepted them)."""
+    if log_ids:
+        conn.execute(_CONTACTED.format(  # noqa: S608 - constant fragments only
+            logs="a", source="automation_logs a") + " AND a.tenant_id = app_current_tenant()"
+            " AND a.id = ANY(%s::uuid[])", (log_ids,))
 
 
 def apply_failure(conn: psycopg.Connection, *, wamid: str, log_id: str | None, at: datetime,

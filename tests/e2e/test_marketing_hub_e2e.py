@@ -8,6 +8,7 @@ to a fresh tenant, so tests never see each other's data.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -190,3 +191,52 @@ def test_run_dispatch_now_and_watch_the_delivery_statuses(page: Page, hub, whats
     finally:
         webhooks.configure_webhooks(**{k: before[k] for k in WEBHOOK_SETTINGS})
         webhooks.close()
+
+
+def test_leads_from_lead_forms_are_listed_with_their_whatsapp_welcome(
+        page: Page, hub, whatsapp_setup):
+    from devstack.queues import deliver_all
+    from shared.hsm.planner import wake
+    from tests.fixtures_whatsapp import insert_lead
+    from tests.test_hsm_lead_created import add_lead_created_rule
+
+    # Given a tenant whose lead_created rule welcomed a lead that came from a lead form
+    tenant = whatsapp_setup.tenant_id
+    add_lead_created_rule(tenant)
+    insert_lead(tenant, name="Rocío Navarro", phone="+34612000111", lead_source="meta_lead_ads",
+                meta_leadgen_id="9990001", meta_form_id="8880001", meta_page_id="7770001",
+                meta_ad_id="2301")
+    wake(tenant)
+    # The workers run their own event loop: off this thread, where Playwright runs one.
+    with ThreadPoolExecutor(1) as pool:
+        delivered = pool.submit(deliver_all, queues={"HsmDispatchQueue"}).result()
+    assert delivered["HsmDispatchQueue"] >= 1
+
+    # When a member opens the HSM view
+    sign_in(page, tenant, "member")
+    page.get_by_test_id("sidebar-hsm").click()
+
+    # Then the rule and the lead are listed, the lead with its WhatsApp message sent
+    expect(page.get_by_test_id("rules-list")).to_contain_text("Bienvenida al llegar un lead",
+                                                              timeout=TIMEOUT)
+    expect(page.get_by_test_id("rules-list")).to_contain_text("tras 0 min")
+    table = page.get_by_test_id("lead-ads-table")
+    expect(table).to_contain_text("Rocío Navarro", timeout=TIMEOUT)
+    row = table.locator("tr", has_text="Rocío Navarro")
+    expect(row).to_contain_text("8880001")
+    expect(row.get_by_test_id("lead-ad-followup")).to_contain_text("Enviado")
+
+
+def test_the_rule_form_offers_the_lead_created_trigger_in_minutes(page: Page, hub,
+                                                                  whatsapp_setup):
+    sign_in(page, whatsapp_setup.tenant_id, "admin")
+    page.get_by_test_id("sidebar-hsm").click()
+    page.get_by_test_id("new-rule").click()
+    page.get_by_test_id("rule-name").fill("Bienvenida")
+    page.get_by_test_id("rule-trigger").select_option("lead_created")
+    expect(page.get_by_test_id("rule-delay")).to_have_value("0")
+    page.get_by_test_id("rule-delay").fill("5")
+    page.get_by_test_id("rule-save").click()
+
+    expect(page.get_by_test_id("flash")).to_contain_text("Regla creada", timeout=TIMEOUT)
+    expect(page.get_by_test_id("rules-list")).to_contain_text("tras 5 min")
