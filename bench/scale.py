@@ -127,15 +127,16 @@ def prepare(ctx: BenchContext, tenants: int, idle: int) -> tuple[list[dict], lis
 
 
 def reset(ctx: BenchContext, tenants: list[dict], round_no: int) -> None:
-    """Every due lead due again, with a phone Meta has not messaged (the pair limit)."""
+    """Every due lead due again (never contacted: an accepted send sets last_contacted_at),
+    with a phone Meta has not messaged (the pair limit)."""
     from shared.platform.db import tenant_tx
 
     def one(t: dict) -> None:
         with tenant_tx(t["tenant"]) as conn:
             conn.execute("DELETE FROM automation_logs")
             conn.execute("DELETE FROM hsm_dispatch_leases")
-            conn.execute("UPDATE leads SET phone = '+34' || %s || right(phone, 7)",
-                         (f"{62 + round_no}",))
+            conn.execute("UPDATE leads SET phone = '+34' || %s || right(phone, 7), "
+                         "last_contacted_at = NULL", (f"{62 + round_no}",))
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, tenants))
