@@ -213,8 +213,8 @@ def fanned_out(ctx: BenchContext, due: list[dict], workers: int, expected: int) 
             planned = lambda_handler(scheduled_event(), LocalContext("HsmDispatchFunction", 60))
             planner_s = time.monotonic() - started
             # The workers start once the planner is done. In AWS they would already be polling,
-            # but moto rescans the whole queue under its lock for every long poll a sent message
-            # wakes, and with workers polling the planner's sends timed out at 1,000 tenants.
+            # but with 4 workers polling (long or short polls) moto stopped answering the
+            # planner's SendMessageBatch calls in time at 1,000 tenants (read timeouts).
             for proc in procs:
                 proc.stdin.write(b"go\n")
                 proc.stdin.flush()
