@@ -66,6 +66,27 @@ def _wa(ctx: BenchContext, method: str, path: str, body: dict | None = None,
 
 
 # -- set-up -----------------------------------------------------------------------------------
+def seed_sender(conn: Any, tenant: str, account: dict[str, Any], phone: str,
+                templates: list[dict[str, Any]]) -> None:
+    """The tenant's sender at its cap and its templates, as the connect stored them for the first
+    tenant (a connect per tenant would cost a Graph read each)."""
+    from psycopg.types.json import Jsonb
+
+    conn.execute(
+        "INSERT INTO whatsapp_senders (tenant_id, waba_id, phone_number_id, "
+        "messaging_limit_tier, max_per_second, timezone, templates_synced_at) "
+        "VALUES (%s, %s, %s, 'TIER_10K', %s, 'UTC', now())",
+        (tenant, account["waba_id"], phone, CAP))
+    for t in templates:  # as the connect stored them for the first tenant
+        conn.execute(
+            "INSERT INTO meta_templates (tenant_id, template_id, waba_id, name, language, "
+            "category, status, components, parameter_format) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (tenant, f"{t['template_id']}-{tenant}", account["waba_id"], t["name"],
+             t["language"], t["category"], t["status"], Jsonb(t["components"]),
+             t["parameter_format"]))
+
+
 def _tenant(ctx: BenchContext, templates: list[dict[str, Any]], due: bool) -> dict[str, Any]:
     from psycopg.types.json import Jsonb
 
@@ -80,19 +101,7 @@ def _tenant(ctx: BenchContext, templates: list[dict[str, Any]], due: bool) -> di
         token = control.issue_token(account["user_id"], scopes=WA_SCOPES, kind="long")
     ctx.connect(tenant, token, user_id=account["user_id"], scopes=WA_SCOPES)
     with tenant_tx(tenant) as conn:
-        conn.execute(
-            "INSERT INTO whatsapp_senders (tenant_id, waba_id, phone_number_id, "
-            "messaging_limit_tier, max_per_second, timezone, templates_synced_at) "
-            "VALUES (%s, %s, %s, 'TIER_10K', %s, 'UTC', now())",
-            (tenant, account["waba_id"], phone, CAP))
-        for t in templates:  # as the connect stored them for the first tenant
-            conn.execute(
-                "INSERT INTO meta_templates (tenant_id, template_id, waba_id, name, language, "
-                "category, status, components, parameter_format) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (tenant, f"{t['template_id']}-{tenant}", account["waba_id"], t["name"],
-                 t["language"], t["category"], t["status"], Jsonb(t["components"]),
-                 t["parameter_format"]))
+        seed_sender(conn, tenant, account, phone, templates)
         conn.execute(
             "INSERT INTO automation_rules (tenant_id, name, trigger_type, delay_hours, "
             "template_name, language, body_params) VALUES "

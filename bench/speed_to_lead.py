@@ -48,7 +48,15 @@ from bench.common import (
     scheduled_event,
     secs,
 )
-from bench.scale import CAP, SEND_LATENCY_MS, WA_SCOPES, _wa, start_workers, stop_workers
+from bench.scale import (
+    CAP,
+    SEND_LATENCY_MS,
+    WA_SCOPES,
+    _wa,
+    seed_sender,
+    start_workers,
+    stop_workers,
+)
 from devstack.connection_budget import parameter_values
 
 NAME = "speed_to_lead"
@@ -91,19 +99,7 @@ def _tenant(ctx: BenchContext, templates: list[dict[str, Any]]) -> dict[str, Any
         token = control.issue_token(account["user_id"], scopes=scopes, kind="long")
     ctx.connect(tenant, token, user_id=account["user_id"], scopes=scopes)
     with tenant_tx(tenant) as conn:
-        conn.execute(
-            "INSERT INTO whatsapp_senders (tenant_id, waba_id, phone_number_id, "
-            "messaging_limit_tier, max_per_second, timezone, templates_synced_at) "
-            "VALUES (%s, %s, %s, 'TIER_10K', %s, 'UTC', now())",
-            (tenant, account["waba_id"], phone, CAP))
-        for t in templates:  # as the connect stored them for the first tenant
-            conn.execute(
-                "INSERT INTO meta_templates (tenant_id, template_id, waba_id, name, language, "
-                "category, status, components, parameter_format) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (tenant, f"{t['template_id']}-{tenant}", account["waba_id"], t["name"],
-                 t["language"], t["category"], t["status"], Jsonb(t["components"]),
-                 t["parameter_format"]))
+        seed_sender(conn, tenant, account, phone, templates)
         conn.execute(
             "INSERT INTO automation_rules (tenant_id, name, trigger_type, delay_minutes, "
             "template_name, language, body_params, enabled_at) VALUES (%s, 'Bienvenida', "
