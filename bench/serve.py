@@ -56,6 +56,9 @@ class PooledWSGIServer(BaseWSGIServer):
 def serve_moto(port: int):
     from moto.server import ThreadedMotoServer
 
+    from devstack import moto_sqs
+
+    moto_sqs.apply()  # SQS's cost at depth, not moto's (devstack/moto_sqs.py)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return f"http://127.0.0.1:{port}", server.stop

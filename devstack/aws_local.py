@@ -9,6 +9,7 @@ import socket
 import boto3
 from moto.server import ThreadedMotoServer
 
+from devstack import moto_sqs
 from devstack.template import resources
 
 REGION = "us-east-1"
@@ -24,6 +25,7 @@ def free_port() -> int:
 
 
 def start_moto() -> tuple[ThreadedMotoServer, str]:
+    moto_sqs.apply()  # SQS's cost at depth, not moto's (devstack/moto_sqs.py)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
