@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from bench.common import (
@@ -115,7 +116,10 @@ def _tenant(ctx: BenchContext, templates: list[dict[str, Any]], due: bool) -> di
     return {"tenant": tenant, "phone": phone}
 
 
-def prepare(ctx: BenchContext, tenants: int, idle: int) -> tuple[list[dict], list[dict]]:
+def prepare(ctx: BenchContext, tenants: int, idle: int, warm: int
+            ) -> tuple[list[dict], list[dict], list[dict]]:
+    """The due tenants, the idle ones, and one tenant per worker for its warm-up (its leads
+    fall due only when a round's reset says so: the baseline sees it as idle)."""
     from shared.platform.db import tenant_tx
     from shared.whatsapp.connect import ConnectRequest, connect_sender
 
@@ -132,12 +136,14 @@ def prepare(ctx: BenchContext, tenants: int, idle: int) -> tuple[list[dict], lis
     with ThreadPoolExecutor(8) as pool:
         due = list(pool.map(lambda _: _tenant(ctx, templates, True), range(tenants)))
         idle_ones = list(pool.map(lambda _: _tenant(ctx, templates, False), range(idle)))
-    return due, idle_ones
+        warm_ones = list(pool.map(lambda _: _tenant(ctx, templates, False), range(warm)))
+    return due, idle_ones, warm_ones
 
 
-def reset(ctx: BenchContext, tenants: list[dict], round_no: int) -> None:
+def reset(ctx: BenchContext, tenants: list[dict], round_no: int, *, make_due: bool = False
+          ) -> None:
     """Every due lead due again (never contacted: an accepted send sets last_contacted_at),
-    with a phone Meta has not messaged (the pair limit)."""
+    with a phone Meta has not messaged (the pair limit); `make_due`: every lead due now."""
     from shared.platform.db import tenant_tx
 
     def one(t: dict) -> None:
@@ -146,6 +152,8 @@ def reset(ctx: BenchContext, tenants: list[dict], round_no: int) -> None:
             conn.execute("DELETE FROM hsm_dispatch_leases")
             conn.execute("UPDATE leads SET phone = '+34' || %s || right(phone, 7), "
                          "last_contacted_at = NULL", (f"{62 + round_no}",))
+            if make_due:
+                conn.execute("UPDATE leads SET created_at = now() - interval '25 hours'")
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, tenants))
@@ -184,17 +192,23 @@ def accepted(ctx: BenchContext, tenants: list[dict], since: float) -> list[float
         "phone_number_ids": [t["phone"] for t in tenants], "since": since})["monos"]
 
 
-def start_workers(ctx: BenchContext, n: int, queue: str = "HsmDispatchQueue"
-                  ) -> list[subprocess.Popen]:
-    """`n` consumer processes of `queue` (bench/scale_worker.py), loaded and waiting for "go"."""
+_CPU_FILES: dict[int, Path] = {}  # worker pid -> where it writes its CPU seconds at exit
+
+
+def start_workers(ctx: BenchContext, n: int, queue: str = "HsmDispatchQueue",
+                  warm_tenants: list[str] | None = None) -> list[subprocess.Popen]:
+    """`n` consumer processes of `queue` (bench/scale_worker.py), loaded and waiting for "go";
+    with `warm_tenants`, each has first served one event for its own tenant (a warm container)."""
     log = open(ctx.stack.log_dir / "scale_workers.log", "ab")  # noqa: SIM115 - the run's
     procs = []
-    for _ in range(n):
+    for index in range(n):
         ready = ctx.stack.log_dir / f"worker_{queue}_{uuid.uuid4().hex[:8]}.ready"
-        procs.append((subprocess.Popen(
-            [sys.executable, "-m", "bench.scale_worker", str(ready), queue], cwd=ROOT,
-            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ}), ready))
+        warm = [warm_tenants[index]] if warm_tenants else []
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.scale_worker", str(ready), queue, *warm], cwd=ROOT,
+            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+        _CPU_FILES[proc.pid] = ready.with_suffix(".cpu")
+        procs.append((proc, ready))
     deadline = time.monotonic() + 120
     for proc, ready in procs:
         while not ready.exists():
@@ -204,33 +218,51 @@ def start_workers(ctx: BenchContext, n: int, queue: str = "HsmDispatchQueue"
     return [proc for proc, _ in procs]
 
 
-def stop_workers(procs: list[subprocess.Popen]) -> None:
+def go(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+
+
+def stop_workers(procs: list[subprocess.Popen]) -> float:
+    """Stop the workers; the CPU seconds they used after "go", all together."""
     for proc in procs:
         proc.stdin.close()
+    used = 0.0
     for proc in procs:
         proc.wait(timeout=180)
+        cpu_file = _CPU_FILES.pop(proc.pid, None)
+        if cpu_file is not None and cpu_file.exists():
+            used += float(cpu_file.read_text())
+    return used
 
 
-def fanned_out(ctx: BenchContext, due: list[dict], workers: int, expected: int) -> dict:
+def fanned_out(ctx: BenchContext, due: list[dict], warm: list[dict], workers: int,
+               expected: int) -> dict:
     from devstack.lambda_context import LocalContext
     from functions.hsm_dispatch.app import lambda_handler
 
-    procs = start_workers(ctx, workers)
+    procs = start_workers(ctx, workers, warm_tenants=[w["tenant"] for w in warm[:workers]])
     try:
+        go(procs)  # polling before the planner runs, as the event source's pollers are
         with ConnectionSampler(ctx) as connections:
+            cpu_before = ctx.stack.cpu_seconds()
             started = time.monotonic()
             planned = lambda_handler(scheduled_event(), LocalContext("HsmDispatchFunction", 60))
             planner_s = time.monotonic() - started
-            # The workers start once the planner is done. In AWS they would already be polling,
-            # but with 4 workers polling (long or short polls) moto stopped answering the
-            # planner's SendMessageBatch calls in time at 1,000 tenants (read timeouts).
-            for proc in procs:
-                proc.stdin.write(b"go\n")
-                proc.stdin.flush()
             monos = _wait_for(ctx, due, expected, started, timeout=900)
+            cpu = _cpu_used(cpu_before, ctx.stack.cpu_seconds())
     finally:
-        stop_workers(procs)
-    return _figures(started, planner_s, monos, planned, connections.most, len(due), workers)
+        cpu["workers"] = stop_workers(procs)
+    return {**_figures(started, planner_s, monos, planned, connections.most, len(due), workers),
+            "cpu_s": cpu}
+
+
+def _cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each part of the stack used between two readings; the bench process is the
+    planner here (and the sampler and the driver's polls, a few ms)."""
+    names = {"function (this process)": "planner"}
+    return {names.get(key, key): value - before.get(key, 0.0) for key, value in after.items()}
 
 
 def single_invocation(ctx: BenchContext, due: list[dict], expected: int) -> dict:
@@ -292,6 +324,14 @@ def idle_touched(tenants: list[dict]) -> int:
     return touched
 
 
+def cpu_per_tenant(cpu_s: dict[str, float], tenants: int) -> str:
+    """'CPU per tenant served: workers 12 ms, sandbox 3 ms, ...' (the machine's two cores are
+    what every part shares; Postgres counts every server on the machine)."""
+    parts = ", ".join(f"{name} {used / tenants * 1000:,.1f} ms"
+                      for name, used in cpu_s.items() if used > 0)
+    return f"CPU per tenant served: {parts} (all parts {sum(cpu_s.values()):,.1f} s)"
+
+
 def due_to_send_p95(latencies: list[float], stretch: float = 1.0) -> float:
     """p95 of (wait for the planner's next tick) + (planner start to Meta's acceptance): a lead
     falls due at a uniformly random moment of the minute, and its send lands where the measured
@@ -323,7 +363,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
         control.set_latency(r"/message_templates", GRAPH_READ_LATENCY_MS)
     say(f"   {tenants:,} tenants with {LEADS_PER_TENANT} due leads each and {idle} idle "
         f"ones, {CAP}/s caps, {SEND_LATENCY_MS} ms per send...")
-    due, idle_ones = prepare(ctx, tenants, idle)
+    due, idle_ones, warm = prepare(ctx, tenants, idle, max(WORKER_COUNTS))
 
     say("   baseline: one invocation serving every tenant...")
     reset(ctx, due, 0)
@@ -334,7 +374,8 @@ def run(ctx: BenchContext) -> ScenarioResult:
     for round_no, n in enumerate(WORKER_COUNTS, start=1):
         say(f"   planner + {n} worker(s)...")
         reset(ctx, due, round_no)
-        runs.append(fanned_out(ctx, due, n, expected))
+        reset(ctx, warm[:n], round_no, make_due=True)  # each worker's warm-up
+        runs.append(fanned_out(ctx, due, warm, n, expected))
     touched = idle_touched(idle_ones)
 
     # 10,000 tenants is a production figure: the prod environment's worker concurrency.
@@ -391,7 +432,8 @@ def run(ctx: BenchContext) -> ScenarioResult:
             f"(planner {secs(r['planner_s'])}: {json.dumps(r['planned'])}); "
             f"{r['tenants_per_s_per_worker']:.1f} tenants/s per worker; due-to-send from the "
             f"planner's start p50 {secs(r['latency_p50_s'])}, p95 {secs(r['latency_p95_s'])}; "
-            f"at most {r['db_connections_max']} app-role connections.")
+            f"at most {r['db_connections_max']} app-role connections"
+            + (f"; {cpu_per_tenant(r['cpu_s'], tenants)}" if "cpu_s" in r else "") + ".")
     result.notes += [
         f"- Extrapolation: the 1-worker run costs {per_tenant_s * 1000:.0f} worker-ms per "
         f"tenant (a batch of 10 tenants side by side, 150 ms per send); 10,000 tenants over "

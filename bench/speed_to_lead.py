@@ -53,6 +53,7 @@ from bench.scale import (
     SEND_LATENCY_MS,
     WA_SCOPES,
     _wa,
+    go,
     seed_sender,
     start_workers,
     stop_workers,
@@ -326,9 +327,7 @@ def _p(values: list[float], q: float) -> float:
 def _consumers(ctx: BenchContext) -> tuple[list, list]:
     readers = start_workers(ctx, READERS, "LeadReadQueue")
     workers = start_workers(ctx, WORKERS)
-    for proc in [*readers, *workers]:
-        proc.stdin.write(b"go\n")
-        proc.stdin.flush()
+    go([*readers, *workers])
     return readers, workers
 
 
@@ -386,9 +385,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
                 for victim in workers:
                     victim.wait()
                 workers[:] = start_workers(ctx, WORKERS)
-                for proc in workers:
-                    proc.stdin.write(b"go\n")
-                    proc.stdin.flush()
+                go(workers)
 
             at_kill: dict[str, int] = {}
             crash_leads = burst(ctx, tenants, crash_n, CRASH_BURST_SECONDS, 2, crash_n // 10,

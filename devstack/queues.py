@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import os
 import threading
 from collections import Counter
 from typing import Any
@@ -23,11 +24,20 @@ from devstack.aws_local import REGION
 from devstack.lambda_context import LocalContext
 from devstack.template import QueueConsumer, queue_consumers
 
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
 
 def _sqs() -> Any:
-    import boto3  # the local stack has set AWS_ENDPOINT_URL (moto) by now
+    """One client per emulator endpoint, as a poller keeps one (creating a botocore client
+    costs milliseconds of CPU, which a bench would count against the function it drives)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    with _clients_lock:
+        if endpoint not in _clients:
+            import boto3  # the local stack has set AWS_ENDPOINT_URL (moto) by now
 
-    return boto3.client("sqs", region_name=REGION)
+            _clients[endpoint] = boto3.client("sqs", region_name=REGION)
+        return _clients[endpoint]
 
 
 def queue_url(logical_id: str) -> str:
@@ -55,13 +65,13 @@ def lambda_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, An
 
 
 def receive(consumer: QueueConsumer, *, url: str | None = None, arn: str | None = None,
-            wait_seconds: int = 0) -> tuple[dict, str]:
+            wait_seconds: int = 0, most: int | None = None) -> tuple[dict, str]:
     """One batch as the event source would take it: (Lambda event, queue URL). With
     `wait_seconds`, a long poll, as the event source's pollers do; a poller that knows its
     queue's URL and ARN passes them."""
     url = url or queue_url(consumer.queue)
     answer = _sqs().receive_message(
-        QueueUrl=url, MaxNumberOfMessages=min(10, consumer.batch_size),
+        QueueUrl=url, MaxNumberOfMessages=min(10, consumer.batch_size, most or 10),
         VisibilityTimeout=6 * consumer.timeout, AttributeNames=["All"],
         WaitTimeSeconds=wait_seconds)
     return lambda_event(answer.get("Messages", []), arn or queue_arn(url)), url

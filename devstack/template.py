@@ -95,6 +95,7 @@ class QueueConsumer:
     handler: str
     batch_size: int
     timeout: int
+    batching_window: float = 0.0  # MaximumBatchingWindowInSeconds: how long a batch may fill
 
     @property
     def module(self) -> str:
@@ -116,7 +117,8 @@ def queue_consumers() -> list[QueueConsumer]:
             consumers.append(QueueConsumer(
                 queue=spec["Queue"]["Fn::GetAtt"].split(".")[0], function=name,
                 handler=props["Handler"], batch_size=int(spec.get("BatchSize", 10)),
-                timeout=function_timeout(props)))
+                timeout=function_timeout(props),
+                batching_window=float(spec.get("MaximumBatchingWindowInSeconds", 0))))
     return consumers
 
 
