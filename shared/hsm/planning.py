@@ -120,15 +120,20 @@ def _prepare_leased(tenant_id: str, run_id: uuid.UUID) -> tuple[TenantPlan | Non
         sender = senders.get(conn)
         rules = claims.enabled_rules(conn)
         stored = credentials.load(conn)
+        reason = ("no_rules" if not rules else "no_sender" if sender is None
+                  else "meta_not_connected" if stored is None
+                  else "needs_reconnect" if stored.status == "needs_reconnect"
+                  else "nothing_due" if not any(d.rule_id for d in due) else None)
+        # Templates are read as stored: webhooks and the periodic template sync keep them
+        # current (shared.whatsapp.template_sync), so no send waits for a Graph read. A template
+        # that stopped being approved since is refused by Meta itself (132001/132015/132016).
+        # Read in this transaction: a tenant visit costs one round of reads, not two.
+        plans = [plan_rule(conn, rule) for rule in rules] if reason is None else []
     if timed_out or orphans:
         logger.warning("hsm_claims_recovered", extra={"tenant_id": tenant_id,
                                                       "unknown": timed_out, "released": orphans})
         if timed_out:
             metrics.add_metric(name="HsmClaimsTimedOut", unit="Count", value=timed_out)
-    reason = ("no_rules" if not rules else "no_sender" if sender is None
-              else "meta_not_connected" if stored is None
-              else "needs_reconnect" if stored.status == "needs_reconnect"
-              else "nothing_due" if not any(d.rule_id for d in due) else None)
     if reason is not None:
         if rules:
             logger.info("hsm_dispatch_tenant_skipped", extra={"tenant_id": tenant_id,
@@ -138,9 +143,4 @@ def _prepare_leased(tenant_id: str, run_id: uuid.UUID) -> tuple[TenantPlan | Non
         token = usable_token(stored)  # marks the connection when its ciphertext is unusable
     except MetaReconnectRequired:
         return None, _release_lease(tenant_id, run_id)
-    # Templates are read as stored: webhooks and the periodic template sync keep them current
-    # (shared.whatsapp.template_sync), so no send waits for a Graph read. A template that
-    # stopped being approved since is refused by Meta itself (132001/132015/132016).
-    with tenant_tx(tenant_id) as conn:
-        plans = [plan_rule(conn, rule) for rule in rules]
     return TenantPlan(sender, token, plans), LeaseEnd()
