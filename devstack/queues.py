@@ -67,8 +67,9 @@ def lambda_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, An
 def receive(consumer: QueueConsumer, *, url: str | None = None, arn: str | None = None,
             wait_seconds: int = 0, most: int | None = None) -> tuple[dict, str]:
     """One batch as the event source would take it: (Lambda event, queue URL). With
-    `wait_seconds`, a long poll, as the event source's pollers do; a poller that knows its
-    queue's URL and ARN passes them."""
+    `wait_seconds`, a long poll, as the event source's pollers do; with `most`, at most that
+    many messages (a poller topping up a batch); a poller that knows its queue's URL and ARN
+    passes them."""
     url = url or queue_url(consumer.queue)
     answer = _sqs().receive_message(
         QueueUrl=url, MaxNumberOfMessages=min(10, consumer.batch_size, most or 10),
