@@ -95,19 +95,47 @@ def seed_sender(conn: Any, tenant: str, account: dict[str, Any], phone: str,
              t["parameter_format"]))
 
 
+def sandbox_sender(ctx: BenchContext) -> tuple[dict[str, Any], str]:
+    """A sandbox WABA whose one number sends at CAP/s and answers in SEND_LATENCY_MS:
+    (the account, its phone number id)."""
+    account = _wa(ctx, "POST", "/accounts", {"phones": [{"messaging_limit": "TIER_10K"}]})
+    phone = account["phone_number_ids"][0]
+    _wa(ctx, "POST", f"/send/numbers/{phone}",
+        {"max_per_second": CAP, "latency_ms": SEND_LATENCY_MS})
+    return account, phone
+
+
+def connected_tenant(ctx: BenchContext, prefix: str, account: dict[str, Any],
+                     scopes: list[str] = WA_SCOPES) -> str:
+    """A new tenant whose Meta token (the account's user, `scopes`) is stored as the OAuth
+    callback stores it."""
+    tenant = ctx.new_tenant(prefix)
+    with ctx.control() as control:
+        token = control.issue_token(account["user_id"], scopes=scopes, kind="long")
+    ctx.connect(tenant, token, user_id=account["user_id"], scopes=scopes)
+    return tenant
+
+
+def synced_templates(ctx: BenchContext, prefix: str) -> list[dict[str, Any]]:
+    """One tenant connected for real: its templates, as Meta lists them, seed the others."""
+    from shared.platform.db import tenant_tx
+    from shared.whatsapp.connect import ConnectRequest, connect_sender
+
+    account = _wa(ctx, "POST", "/accounts", {"phones": [{"messaging_limit": "TIER_10K"}]})
+    first = connected_tenant(ctx, prefix, account)
+    connect_sender(first, account["user_id"],
+                   ConnectRequest(account["waba_id"], account["phone_number_ids"][0]))
+    with tenant_tx(first) as conn:
+        return conn.execute("SELECT * FROM meta_templates").fetchall()
+
+
 def _tenant(ctx: BenchContext, templates: list[dict[str, Any]], due: bool) -> dict[str, Any]:
     from psycopg.types.json import Jsonb
 
     from shared.platform.db import tenant_tx
 
-    account = _wa(ctx, "POST", "/accounts", {"phones": [{"messaging_limit": "TIER_10K"}]})
-    phone = account["phone_number_ids"][0]
-    _wa(ctx, "POST", f"/send/numbers/{phone}",
-        {"max_per_second": CAP, "latency_ms": SEND_LATENCY_MS})
-    tenant = ctx.new_tenant("bench-scale")
-    with ctx.control() as control:
-        token = control.issue_token(account["user_id"], scopes=WA_SCOPES, kind="long")
-    ctx.connect(tenant, token, user_id=account["user_id"], scopes=WA_SCOPES)
+    account, phone = sandbox_sender(ctx)
+    tenant = connected_tenant(ctx, "bench-scale", account)
     with tenant_tx(tenant) as conn:
         seed_sender(conn, tenant, account, phone, templates)
         conn.execute(
@@ -127,19 +155,7 @@ def prepare(ctx: BenchContext, tenants: int, idle: int, warm: int
             ) -> tuple[list[dict], list[dict], list[dict]]:
     """The due tenants, the idle ones, and one tenant per worker for its warm-up (its leads
     fall due only when a round's reset says so: the baseline sees it as idle)."""
-    from shared.platform.db import tenant_tx
-    from shared.whatsapp.connect import ConnectRequest, connect_sender
-
-    # One tenant connected for real: its templates, as Meta lists them, seed the others.
-    account = _wa(ctx, "POST", "/accounts", {"phones": [{"messaging_limit": "TIER_10K"}]})
-    first = ctx.new_tenant("bench-scale-seed")
-    with ctx.control() as control:
-        token = control.issue_token(account["user_id"], scopes=WA_SCOPES, kind="long")
-    ctx.connect(first, token, user_id=account["user_id"], scopes=WA_SCOPES)
-    connect_sender(first, account["user_id"],
-                   ConnectRequest(account["waba_id"], account["phone_number_ids"][0]))
-    with tenant_tx(first) as conn:
-        templates = conn.execute("SELECT * FROM meta_templates").fetchall()
+    templates = synced_templates(ctx, "bench-scale-seed")
     with ThreadPoolExecutor(8) as pool:
         due = list(pool.map(lambda _: _tenant(ctx, templates, True), range(tenants)))
         idle_ones = list(pool.map(lambda _: _tenant(ctx, templates, False), range(idle)))

@@ -52,11 +52,13 @@ from bench.scale import (
     CAP,
     SEND_LATENCY_MS,
     WA_SCOPES,
-    _wa,
+    connected_tenant,
     go,
+    sandbox_sender,
     seed_sender,
     start_workers,
     stop_workers,
+    synced_templates,
 )
 from devstack.connection_budget import parameter_values
 
@@ -90,15 +92,8 @@ def _tenant(ctx: BenchContext, templates: list[dict[str, Any]]) -> dict[str, Any
     from shared.platform.db import tenant_tx
     from shared.platform.settings import LEAD_ADS_SCOPES
 
-    account = _wa(ctx, "POST", "/accounts", {"phones": [{"messaging_limit": "TIER_10K"}]})
-    phone = account["phone_number_ids"][0]
-    _wa(ctx, "POST", f"/send/numbers/{phone}",
-        {"max_per_second": CAP, "latency_ms": SEND_LATENCY_MS})
-    tenant = ctx.new_tenant("bench-stl")
-    scopes = [*WA_SCOPES, *LEAD_ADS_SCOPES]
-    with ctx.control() as control:
-        token = control.issue_token(account["user_id"], scopes=scopes, kind="long")
-    ctx.connect(tenant, token, user_id=account["user_id"], scopes=scopes)
+    account, phone = sandbox_sender(ctx)
+    tenant = connected_tenant(ctx, "bench-stl", account, [*WA_SCOPES, *LEAD_ADS_SCOPES])
     with tenant_tx(tenant) as conn:
         seed_sender(conn, tenant, account, phone, templates)
         conn.execute(
@@ -114,18 +109,7 @@ def _tenant(ctx: BenchContext, templates: list[dict[str, Any]]) -> dict[str, Any
 
 
 def prepare(ctx: BenchContext, tenants: int) -> list[dict[str, Any]]:
-    from shared.platform.db import tenant_tx
-    from shared.whatsapp.connect import ConnectRequest, connect_sender
-
-    account = _wa(ctx, "POST", "/accounts", {"phones": [{"messaging_limit": "TIER_10K"}]})
-    first = ctx.new_tenant("bench-stl-seed")
-    with ctx.control() as control:
-        token = control.issue_token(account["user_id"], scopes=WA_SCOPES, kind="long")
-    ctx.connect(first, token, user_id=account["user_id"], scopes=WA_SCOPES)
-    connect_sender(first, account["user_id"],
-                   ConnectRequest(account["waba_id"], account["phone_number_ids"][0]))
-    with tenant_tx(first) as conn:
-        templates = conn.execute("SELECT * FROM meta_templates").fetchall()
+    templates = synced_templates(ctx, "bench-stl-seed")
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(lambda _: _tenant(ctx, templates), range(tenants)))
 
