@@ -33,8 +33,6 @@ Control API (under /__sandbox/), wrapped by `PagesControl` below:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import json
 import queue
@@ -47,7 +45,7 @@ from typing import Any
 
 import httpx
 
-from sandbox import whatsapp
+from sandbox import webhook_delivery, whatsapp
 from sandbox.core import Area, Ctx, GraphError, requested_fields, token_error
 from sandbox.world import Token, World
 
@@ -329,9 +327,8 @@ def _announce(ctx: Ctx, leads: list[Lead], deliver: str) -> int:
                                   "change": _change(lead)})
     if deliver == "sync":
         with httpx.Client(timeout=10) as client:
-            for secret in {i["secret"] for i in items}:
-                _post(client, ctx.world, state, secret,
-                      [i["change"] for i in items if i["secret"] == secret], ctx.sandbox.stopping)
+            webhook_delivery.deliver(client, ctx.world, state, items, ctx.sandbox.stopping,
+                                     _batch_body, stamp_answers=True)
     else:
         _start_worker(ctx, state)
         for item in items:
@@ -343,49 +340,16 @@ def _start_worker(ctx: Ctx, state: PagesState) -> None:
     with ctx.world.lock:
         if state.worker is None or not state.worker.is_alive():
             state.worker = threading.Thread(
-                target=_deliver_forever, args=(ctx.world, state, ctx.sandbox.stopping),
-                name="sandbox-leadgen-webhooks", daemon=True)
+                target=webhook_delivery.deliver_forever,
+                args=(ctx.world, "pages", state, ctx.sandbox.stopping, _batch_body),
+                kwargs={"stamp_answers": True}, name="sandbox-leadgen-webhooks", daemon=True)
             state.worker.start()
 
 
-def _deliver_forever(world: World, state: PagesState, stopping: threading.Event) -> None:
-    with httpx.Client(timeout=10) as client:
-        while not stopping.is_set() and world.areas.get("pages") is state:
-            try:
-                items = [state.outbox.get(timeout=0.1)]
-            except queue.Empty:
-                continue
-            while len(items) < state.webhook.batch_size:
-                try:
-                    items.append(state.outbox.get_nowait())
-                except queue.Empty:
-                    break
-            for secret in {i["secret"] for i in items}:
-                _post(client, world, state, secret,
-                      [i["change"] for i in items if i["secret"] == secret], stopping)
-
-
-def _post(client: httpx.Client, world: World, state: PagesState, secret: str,
-          changes: list[dict[str, Any]], stopping: threading.Event) -> None:
-    raw = json.dumps(notification(changes)).encode()
-    signature = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-    record: dict[str, Any] = {"leadgen_ids": [c["leadgen_id"] for c in changes], "attempts": 0,
-                              "status_code": None, "sent_at": time.time()}
-    for attempt in range(3):  # Meta retries for days; a few quick tries are enough here
-        record["attempts"] = attempt + 1
-        try:
-            response = client.post(str(state.webhook.url), content=raw, headers={
-                "Content-Type": "application/json", "X-Hub-Signature-256": signature})
-            record["status_code"] = response.status_code
-            record["answered_at"] = time.time()
-            if response.status_code == 200:
-                break
-        except httpx.HTTPError as exc:
-            record["error"] = type(exc).__name__
-        if stopping.wait(0.2):
-            break
-    with world.lock:
-        state.deliveries.append(record)
+def _batch_body(items: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    changes = [i["change"] for i in items]
+    return notification(changes), {"leadgen_ids": [c["leadgen_id"] for c in changes],
+                                    "attempts": 0, "status_code": None, "sent_at": time.time()}
 
 
 # -- control endpoints (served under /__sandbox/) -----------------------------------------------

@@ -31,9 +31,6 @@ Control API (under /__sandbox/), also wrapped by `SendControl` below:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import queue
 import re
 import secrets
@@ -45,6 +42,7 @@ from typing import Any
 
 import httpx
 
+from sandbox import webhook_delivery
 from sandbox.core import Area, Ctx, GraphError, token_error
 from sandbox.world import World
 
@@ -384,44 +382,8 @@ def webhook_body(items: list[dict[str, Any]]) -> dict[str, Any]:
                       for waba, changes in entries.items()]}
 
 
-def _deliver_forever(world: World, state: SendState, stopping: threading.Event) -> None:
-    with httpx.Client(timeout=10) as client:
-        while not stopping.is_set() and world.areas.get("whatsapp_send") is state:
-            try:
-                items = [state.outbox.get(timeout=0.1)]
-            except queue.Empty:
-                continue
-            while len(items) < state.webhook.batch_size:
-                try:
-                    items.append(state.outbox.get_nowait())
-                except queue.Empty:
-                    break
-            by_secret: dict[str, list[dict[str, Any]]] = {}
-            for item in items:
-                by_secret.setdefault(item["secret"], []).append(item)
-            for secret, group in by_secret.items():
-                _post(client, world, state, secret, group, stopping)
-
-
-def _post(client: httpx.Client, world: World, state: SendState, secret: str,
-          items: list[dict[str, Any]], stopping: threading.Event) -> None:
-    raw = json.dumps(webhook_body(items)).encode()
-    signature = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-    record: dict[str, Any] = {"statuses": len(items), "attempts": 0, "status_code": None}
-    for attempt in range(3):  # Meta retries for days; a few quick tries are enough here
-        record["attempts"] = attempt + 1
-        try:
-            response = client.post(str(state.webhook.url), content=raw, headers={
-                "Content-Type": "application/json", "X-Hub-Signature-256": signature})
-            record["status_code"] = response.status_code
-            if response.status_code == 200:
-                break
-        except httpx.HTTPError as exc:
-            record["error"] = type(exc).__name__
-        if stopping.wait(0.2):
-            break
-    with world.lock:
-        state.deliveries.append(record)
+def _batch_body(items: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return webhook_body(items), {"statuses": len(items), "attempts": 0, "status_code": None}
 
 
 # -- control endpoints (served under /__sandbox/) ---------------------------------------------
@@ -504,7 +466,8 @@ def control_webhooks(ctx: Ctx) -> dict[str, Any]:
             config.batch_size = max(1, min(int(body["batch_size"]), 1000))
         if config.enabled and (state.worker is None or not state.worker.is_alive()):
             state.worker = threading.Thread(
-                target=_deliver_forever, args=(ctx.world, state, ctx.sandbox.stopping),
+                target=webhook_delivery.deliver_forever,
+                args=(ctx.world, "whatsapp_send", state, ctx.sandbox.stopping, _batch_body),
                 name="sandbox-wa-webhooks", daemon=True)
             state.worker.start()
         return {"success": True, "config": asdict(config)}
