@@ -16,7 +16,6 @@ from shared.ads import store
 from shared.ads.accounts import normalize_account_id
 from shared.ads.sync import RESYNC_AFTER, sync_account
 from shared.platform import queues
-from shared.platform.db import system_tx
 from shared.platform.observability import logger, metrics
 from shared.platform.settings import get_settings
 
@@ -44,19 +43,12 @@ def enqueue_due_syncs() -> dict[str, int]:
     account: each syncs in its own worker invocation, at most the queue's maximum concurrency
     at once (template.yaml), however many are due."""
     synced_before = datetime.now(UTC) - RESYNC_AFTER
-    queue_url = get_settings().campaign_sync_queue_url
-    due = queued = 0
-    after = ("", "")
-    while True:
-        with system_tx() as conn:
-            page = store.due_accounts(conn, synced_before, after, DUE_PAGE)
-        due += len(page)
-        queued += len(queues.send(queue_url, [
-            {"tenant_id": tenant_id, "account_id": account_id, "reason": "due"}
-            for tenant_id, account_id in page]))
-        if len(page) < DUE_PAGE:
-            break
-        after = page[-1]
+    due, queued = queues.send_paged(
+        get_settings().campaign_sync_queue_url,
+        lambda conn, after: store.due_accounts(conn, synced_before, after, DUE_PAGE),
+        lambda tenant_id, account_id: {"tenant_id": tenant_id, "account_id": account_id,
+                                       "reason": "due"},
+        DUE_PAGE)
     summary = {"due": due, "queued": queued, "failed": due - queued}
     logger.info("campaign_sync_scheduled", extra=summary)
     metrics.add_metric(name="CampaignSyncsQueued", unit="Count", value=queued)

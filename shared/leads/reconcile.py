@@ -24,7 +24,7 @@ from shared.leads import leads_store, pages_store
 from shared.leads.reading import LEAD_FIELDS, failure_reason, graph_for, page_lost, store_raw
 from shared.meta.errors import MetaError, MetaTokenInvalid
 from shared.platform import queues
-from shared.platform.db import system_tx, tenant_tx
+from shared.platform.db import tenant_tx
 from shared.platform.observability import logger, metrics
 from shared.platform.settings import get_settings
 
@@ -47,19 +47,11 @@ class ReconcileRequest(BaseModel):
 def plan_reconciliation(now: datetime | None = None) -> dict[str, int]:
     """The scheduled run: one message per Page due for a read."""
     before = (now or datetime.now(UTC)) - RECONCILE_EVERY
-    queue_url = get_settings().lead_reconcile_queue_url
-    due = queued = 0
-    after = ("", "")
-    while True:
-        with system_tx() as conn:
-            page = pages_store.due_pages(conn, before, after, DUE_PAGE)
-        due += len(page)
-        queued += len(queues.send(queue_url, [
-            {"tenant_id": tenant_id, "page_id": page_id, "reason": "due"}
-            for tenant_id, page_id in page]))
-        if len(page) < DUE_PAGE:
-            break
-        after = page[-1]
+    due, queued = queues.send_paged(
+        get_settings().lead_reconcile_queue_url,
+        lambda conn, after: pages_store.due_pages(conn, before, after, DUE_PAGE),
+        lambda tenant_id, page_id: {"tenant_id": tenant_id, "page_id": page_id, "reason": "due"},
+        DUE_PAGE)
     summary = {"due": due, "queued": queued, "failed": due - queued}
     metrics.add_metric(name="LeadPagesQueued", unit="Count", value=queued)
     logger.info("lead_reconcile_planned", extra=summary)

@@ -35,6 +35,27 @@ def send(queue_url: str, bodies: list[dict[str, Any]], *, delay_seconds: int = 0
     return [body for accepted in results for body in accepted]
 
 
+def send_paged(queue_url: str,
+               read_page: Callable[[Any, tuple[str, str]], list[tuple[str, str]]],
+               body: Callable[[str, str], dict[str, Any]], page_size: int) -> tuple[int, int]:
+    """A planner's loop: read a due list a keyset page at a time (`read_page(conn, after)`, rows
+    of (tenant_id, id) in key order, at most `page_size`), and queue `body(tenant_id, id)` for
+    each row, so no list is held whole however long it grows. Returns (rows read, messages SQS
+    accepted)."""
+    from shared.platform.db import system_tx
+
+    due = queued = 0
+    after = ("", "")
+    while True:
+        with system_tx() as conn:
+            page = read_page(conn, after)
+        due += len(page)
+        queued += len(send(queue_url, [body(*row) for row in page]))
+        if len(page) < page_size:
+            return due, queued
+        after = page[-1]
+
+
 def _send_chunk(queue_url: str, chunk: list[dict[str, Any]], delay_seconds: int
                 ) -> list[dict[str, Any]]:
     result = client("sqs").send_message_batch(QueueUrl=queue_url, Entries=[
