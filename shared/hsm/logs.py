@@ -11,9 +11,6 @@ tell leads apart when talking with support. Errors are a code and our own messag
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -21,6 +18,7 @@ from typing import Any
 from shared.hsm import logs_store as store
 from shared.hsm.log_errors import describe
 from shared.hsm.logs_store import LogFilters
+from shared.platform.cursors import decode_cursor, encode_cursor
 from shared.platform.db import tenant_tx
 from shared.platform.errors import InvalidInput
 
@@ -69,23 +67,6 @@ def build_filters(rule_id: str | None, status: str | None, date_from: str | None
     if start and before and start >= before:
         raise _invalid("to", "must be after from")
     return LogFilters(rule_id or None, status or None, start, before)
-
-
-def encode_cursor(created_at: datetime, log_id: str) -> str:
-    raw = json.dumps([created_at.isoformat(), str(log_id)], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, log_id = json.loads(raw)
-        moment = datetime.fromisoformat(created_at)
-        if moment.tzinfo is None:
-            raise ValueError("naive cursor time")
-        return moment, str(uuid.UUID(log_id))
-    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
-        raise _invalid("cursor", "is not a cursor from a previous page") from None
 
 
 def mask_phone(phone: str | None) -> str | None:

@@ -3,37 +3,15 @@ campaign, ad, form and whether a follow-up was sent; cursor paging as the logs A
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import uuid
 from datetime import datetime
 from typing import Any
 
 from shared.leads import leads_store
+from shared.platform.cursors import decode_cursor, encode_cursor
 from shared.platform.db import tenant_tx
-from shared.platform.errors import InvalidInput
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
-
-
-def encode_cursor(created_at: datetime, lead_id: str) -> str:
-    raw = json.dumps([created_at.isoformat(), str(lead_id)], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, lead_id = json.loads(raw)
-        moment = datetime.fromisoformat(created_at)
-        if moment.tzinfo is None:
-            raise ValueError("naive cursor time")
-        return moment, str(uuid.UUID(lead_id))
-    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("Invalid input: cursor.", details=[
-            {"field": "cursor", "problem": "is not a cursor from a previous page"}]) from None
 
 
 def _iso(value: datetime | None) -> str | None:
