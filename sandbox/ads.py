@@ -50,6 +50,7 @@ from sandbox.core import (
     encode_cursor,
     json_response,
     requested_fields,
+    unsupported_object,
 )
 from sandbox.world import User, World
 
@@ -363,15 +364,6 @@ def _state(ctx: Ctx) -> AdsState:
     return ctx.world.area("ads")
 
 
-def _unsupported(ctx: Ctx, node: str) -> GraphError:
-    verb = "get" if ctx.method == "GET" else ctx.method.lower()
-    return GraphError(100, f"Unsupported {verb} request. Object with ID '{node}' does not exist, "
-                      "cannot be loaded due to missing permissions, or does not support this "
-                      "operation. Please read the Graph API documentation at "
-                      "https://developers.facebook.com/docs/graph-api",
-                      subcode=33, error_type="GraphMethodException")
-
-
 def _require_ads_scope(ctx: Ctx) -> None:
     if not ADS_SCOPES & set(ctx.token.scopes):
         raise GraphError(200, "(#200) Ad account owner has NOT grant ads_management or ads_read "
@@ -426,7 +418,7 @@ def _account(ctx: Ctx, raw_id: str) -> AdAccount:
     _require_ads_scope(ctx)
     account = _state(ctx).accounts.get(raw_id)
     if account is None or not _state(ctx).visible(account, ctx.token.user_id):
-        raise _unsupported(ctx, f"act_{raw_id}")
+        raise unsupported_object(ctx.method, f"act_{raw_id}")
     return account
 
 
@@ -495,7 +487,7 @@ def businesses(ctx: Ctx) -> dict[str, Any]:
     """The person's businesses: this area's plus the WhatsApp area's, once each."""
     user_id = ctx.user_id(ctx.path_params["user_id"])
     if user_id != ctx.token.user_id:
-        raise _unsupported(ctx, ctx.path_params["user_id"])
+        raise unsupported_object(ctx.method, ctx.path_params["user_id"])
     fields = requested_fields(ctx.params.get("fields")) or ["name"]
     with ctx.world.lock:
         rows: dict[str, dict[str, Any]] = {}
@@ -520,9 +512,9 @@ def _business_accounts(ctx: Ctx, relation: str) -> dict[str, Any]:
             other = getattr(ctx.world.areas.get("whatsapp"), "businesses", {}).get(business_id)
             if other is not None and ctx.token.user_id in other.user_ids:
                 return _page(ctx, [], cap=ACCOUNT_PAGE_MAX)  # a business without ad accounts
-            raise _unsupported(ctx, business_id)
+            raise unsupported_object(ctx.method, business_id)
         if ctx.token.user_id not in business.user_ids:
-            raise _unsupported(ctx, business_id)
+            raise unsupported_object(ctx.method, business_id)
         if relation == "owned":
             accounts = [a for a in state.accounts.values() if a.owner_business_id == business_id]
         else:
@@ -547,7 +539,7 @@ def user_ad_accounts(ctx: Ctx) -> dict[str, Any]:
     """ "All ad accounts associated with this person": direct assignments, incl. personal ones."""
     user_id = ctx.user_id(ctx.path_params["user_id"])
     if user_id != ctx.token.user_id:
-        raise _unsupported(ctx, ctx.path_params["user_id"])
+        raise unsupported_object(ctx.method, ctx.path_params["user_id"])
     _require_ads_scope(ctx)
     state = _state(ctx)
     fields = requested_fields(ctx.params.get("fields"))
@@ -625,7 +617,7 @@ def _run(ctx: Ctx) -> tuple[ReportRun, AdAccount]:
     state = _state(ctx)
     run = state.report_runs.get(ctx.path_params["report_run_id"])
     if run is None:
-        raise _unsupported(ctx, ctx.path_params["report_run_id"])
+        raise unsupported_object(ctx.method, ctx.path_params["report_run_id"])
     account = _account(ctx, run.account_id)
     return run, account
 

@@ -361,13 +361,7 @@ class SandboxApp:
                         result.headers.setdefault(name, value)
                     return result
                 return json_response(result, 200, self._usage_headers())
-        node = rest.strip("/").split("/")[0] or "/"
-        verb = "get" if method == "GET" else "post" if method == "POST" else method.lower()
-        raise GraphError(100, f"Unsupported {verb} request. Object with ID '{node}' does not "
-                         "exist, cannot be loaded due to missing permissions, or does not "
-                         "support this operation. Please read the Graph API documentation at "
-                         "https://developers.facebook.com/docs/graph-api",
-                         subcode=33, error_type="GraphMethodException")
+        raise unsupported_object(method, rest.strip("/").split("/")[0] or "/")
 
     @staticmethod
     def _split_version(path: str) -> tuple[str, str]:
@@ -677,6 +671,24 @@ def control_clock(ctx: Ctx) -> dict[str, Any]:
     with ctx.world.lock:
         ctx.world.clock_offset += float(ctx.json_body()["advance_seconds"])
         return {"now": ctx.world.now()}
+
+
+def unsupported_object(method: str, node: str) -> GraphError:
+    """Meta's answer for a node that does not exist, is not the caller's to see, or has no such
+    edge: the same words whichever it is."""
+    verb = "get" if method == "GET" else method.lower()
+    return GraphError(100, f"Unsupported {verb} request. Object with ID '{node}' does not exist, "
+                      "cannot be loaded due to missing permissions, or does not support this "
+                      "operation. Please read the Graph API documentation at "
+                      "https://developers.facebook.com/docs/graph-api",
+                      subcode=33, error_type="GraphMethodException")
+
+
+def select_fields(item: dict[str, Any], fields: list[str] | None, default: tuple[str, ...]
+                  ) -> dict[str, Any]:
+    """The node's `id` and the fields asked for (`default` when none were), those it has."""
+    wanted = fields or list(default)
+    return {k: item[k] for k in ["id", *wanted] if k in item}
 
 
 def requested_fields(raw: str | None) -> list[str] | None:

@@ -46,7 +46,15 @@ from typing import Any
 import httpx
 
 from sandbox import webhook_delivery, whatsapp
-from sandbox.core import Area, Ctx, GraphError, requested_fields, token_error
+from sandbox.core import (
+    Area,
+    Ctx,
+    GraphError,
+    requested_fields,
+    select_fields,
+    token_error,
+    unsupported_object,
+)
 from sandbox.world import Token, World
 
 area = Area("pages")
@@ -132,15 +140,6 @@ def _state(ctx: Ctx) -> PagesState:
     return ctx.world.area("pages")
 
 
-def _unsupported(ctx: Ctx, node: str) -> GraphError:
-    verb = "get" if ctx.method == "GET" else ctx.method.lower()
-    return GraphError(100, f"Unsupported {verb} request. Object with ID '{node}' does not exist, "
-                      "cannot be loaded due to missing permissions, or does not support this "
-                      "operation. Please read the Graph API documentation at "
-                      "https://developers.facebook.com/docs/graph-api",
-                      subcode=33, error_type="GraphMethodException")
-
-
 def _require_scope(token: Token, scope: str) -> None:
     if scope not in token.scopes:
         raise GraphError(200, f"(#200) Requires {scope} permission to access this resource")
@@ -152,9 +151,9 @@ def _page_token_for(ctx: Ctx, page: Page) -> Token:
     if token.page_id is None:
         if page.tasks.get(token.user_id):
             raise GraphError(190, "(#190) This method must be called with a Page Access Token")
-        raise _unsupported(ctx, page.id)
+        raise unsupported_object(ctx.method, page.id)
     if token.page_id != page.id:
-        raise _unsupported(ctx, page.id)
+        raise unsupported_object(ctx.method, page.id)
     if not page.tasks.get(token.user_id):
         raise token_error(token, 492, ctx.world.now())
     return token
@@ -163,14 +162,8 @@ def _page_token_for(ctx: Ctx, page: Page) -> Token:
 def _page(ctx: Ctx, page_id: str) -> Page:
     page = _state(ctx).pages.get(page_id)
     if page is None:
-        raise _unsupported(ctx, page_id)
+        raise unsupported_object(ctx.method, page_id)
     return page
-
-
-def _select(item: dict[str, Any], fields: list[str] | None, default: tuple[str, ...]
-            ) -> dict[str, Any]:
-    wanted = fields or list(default)
-    return {k: item[k] for k in ["id", *wanted] if k in item}
 
 
 # -- Graph routes -------------------------------------------------------------------------------
@@ -178,7 +171,7 @@ def _select(item: dict[str, Any], fields: list[str] | None, default: tuple[str, 
 def accounts(ctx: Ctx) -> dict[str, Any]:
     user_id = ctx.user_id(ctx.path_params["user_id"])
     if user_id != ctx.token.user_id or ctx.token.page_id is not None:
-        raise _unsupported(ctx, ctx.path_params["user_id"])
+        raise unsupported_object(ctx.method, ctx.path_params["user_id"])
     _require_scope(ctx.token, LIST_SCOPE)
     fields = requested_fields(ctx.params.get("fields"))
     state = _state(ctx)
@@ -197,7 +190,7 @@ def accounts(ctx: Ctx) -> dict[str, Any]:
                 page.tokens[key] = value = issued.value
             items.append({"id": page.id, "name": page.name, "access_token": value,
                           "category": "Local business", "tasks": list(tasks)})
-    return ctx.page([_select(i, fields, ("name", "access_token", "category", "tasks"))
+    return ctx.page([select_fields(i, fields, ("name", "access_token", "category", "tasks"))
                      for i in items])
 
 
@@ -240,7 +233,7 @@ def leadgen_forms(ctx: Ctx) -> dict[str, Any]:
     with ctx.world.lock:
         items = [{"id": f.id, "name": f.name, "status": f.status, "leads_count": len(f.lead_ids)}
                  for f in (state.forms[i] for i in page.form_ids)]
-    return ctx.page([_select(i, fields, ("name", "status")) for i in items])
+    return ctx.page([select_fields(i, fields, ("name", "status")) for i in items])
 
 
 def _time_filter(raw: str | None) -> list[tuple[str, int]]:
@@ -265,7 +258,7 @@ def form_leads(ctx: Ctx) -> dict[str, Any]:
     state = _state(ctx)
     form = state.forms.get(ctx.path_params["form_id"])
     if form is None:
-        raise _unsupported(ctx, ctx.path_params["form_id"])
+        raise unsupported_object(ctx.method, ctx.path_params["form_id"])
     _require_scope(_page_token_for(ctx, state.pages[form.page_id]), LEADS_SCOPE)
     rules = _time_filter(ctx.params.get("filtering"))
     fields = requested_fields(ctx.params.get("fields"))
@@ -275,7 +268,7 @@ def form_leads(ctx: Ctx) -> dict[str, Any]:
         lead.created_time > value if op == "GREATER_THAN" else lead.created_time < value
         for op, value in rules)]
     kept.sort(key=lambda lead: (-lead.created_time, lead.id))  # newest first, as Meta
-    return ctx.page([_select(lead.graph(), fields, LEAD_DEFAULT_FIELDS) for lead in kept])
+    return ctx.page([select_fields(lead.graph(), fields, LEAD_DEFAULT_FIELDS) for lead in kept])
 
 
 @area.route("GET", r"/(?P<leadgen_id>\d+)", auth="user")
@@ -283,10 +276,10 @@ def read_lead(ctx: Ctx) -> dict[str, Any]:
     state = _state(ctx)
     lead = state.leads.get(ctx.path_params["leadgen_id"])
     if lead is None:
-        raise _unsupported(ctx, ctx.path_params["leadgen_id"])
+        raise unsupported_object(ctx.method, ctx.path_params["leadgen_id"])
     _require_scope(_page_token_for(ctx, state.pages[lead.page_id]), LEADS_SCOPE)
     fields = requested_fields(ctx.params.get("fields"))
-    return _select(lead.graph(), fields, LEAD_DEFAULT_FIELDS)
+    return select_fields(lead.graph(), fields, LEAD_DEFAULT_FIELDS)
 
 
 # -- leadgen notifications ------------------------------------------------------------------------

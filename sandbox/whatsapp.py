@@ -30,7 +30,14 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sandbox.core import Area, Ctx, GraphError, requested_fields
+from sandbox.core import (
+    Area,
+    Ctx,
+    GraphError,
+    requested_fields,
+    select_fields,
+    unsupported_object,
+)
 from sandbox.world import User, World
 
 area = Area("whatsapp")
@@ -252,15 +259,6 @@ def _state(ctx: Ctx) -> WhatsAppState:
     return ctx.world.area("whatsapp")
 
 
-def _unsupported(ctx: Ctx, node: str) -> GraphError:
-    verb = "get" if ctx.method == "GET" else ctx.method.lower()
-    return GraphError(100, f"Unsupported {verb} request. Object with ID '{node}' does not exist, "
-                      "cannot be loaded due to missing permissions, or does not support this "
-                      "operation. Please read the Graph API documentation at "
-                      "https://developers.facebook.com/docs/graph-api",
-                      subcode=33, error_type="GraphMethodException")
-
-
 def _require_scope(ctx: Ctx) -> None:
     if MANAGEMENT_SCOPE not in ctx.token.scopes:
         raise GraphError(200, f"(#200) Requires {MANAGEMENT_SCOPE} permission to manage the "
@@ -272,7 +270,7 @@ def _waba(ctx: Ctx) -> Waba:
     waba_id = ctx.path_params["waba_id"]
     waba = _state(ctx).wabas.get(waba_id)
     if waba is None or ctx.token.user_id not in waba.user_ids:
-        raise _unsupported(ctx, waba_id)
+        raise unsupported_object(ctx.method, waba_id)
     return waba
 
 
@@ -284,14 +282,8 @@ def _business(ctx: Ctx) -> Any:
     if business is None:
         business = getattr(ctx.world.areas.get("ads"), "businesses", {}).get(business_id)
     if business is None or ctx.token.user_id not in business.user_ids:
-        raise _unsupported(ctx, business_id)
+        raise unsupported_object(ctx.method, business_id)
     return business
-
-
-def _select(item: dict[str, Any], fields: list[str] | None, default: tuple[str, ...]
-            ) -> dict[str, Any]:
-    wanted = fields or list(default)
-    return {k: item[k] for k in ["id", *wanted] if k in item}
 
 
 # -- Graph routes -------------------------------------------------------------------------------
@@ -301,7 +293,7 @@ def businesses(ctx: Ctx) -> dict[str, Any]:
     answers instead and lists this area's businesses too."""
     user_id = ctx.user_id(ctx.path_params["user_id"])
     if user_id != ctx.token.user_id:
-        raise _unsupported(ctx, ctx.path_params["user_id"])
+        raise unsupported_object(ctx.method, ctx.path_params["user_id"])
     with ctx.world.lock:
         rows = [{"id": b.id, "name": b.name} for b in _state(ctx).businesses.values()
                 if user_id in b.user_ids]
@@ -317,7 +309,7 @@ def owned_wabas(ctx: Ctx) -> dict[str, Any]:
     fields = requested_fields(ctx.params.get("fields"))
     with ctx.world.lock:
         business = _business(ctx)
-        rows = [_select(w.graph(), fields, WABA_DEFAULT_FIELDS)
+        rows = [select_fields(w.graph(), fields, WABA_DEFAULT_FIELDS)
                 for w in _state(ctx).wabas.values()
                 if w.owner_business_id == business.id and ctx.token.user_id in w.user_ids]
     return ctx.page(rows)
@@ -329,7 +321,7 @@ def client_wabas(ctx: Ctx) -> dict[str, Any]:
     fields = requested_fields(ctx.params.get("fields"))
     with ctx.world.lock:
         business = _business(ctx)
-        rows = [_select(w.graph(), fields, WABA_DEFAULT_FIELDS)
+        rows = [select_fields(w.graph(), fields, WABA_DEFAULT_FIELDS)
                 for w in _state(ctx).wabas.values()
                 if business.id in w.client_business_ids and ctx.token.user_id in w.user_ids]
     return ctx.page(rows)
@@ -344,7 +336,7 @@ def phone_numbers(ctx: Ctx) -> dict[str, Any]:
     fields = requested_fields(ctx.params.get("fields"))
     with ctx.world.lock:
         waba = _waba(ctx)
-        rows = [_select(_state(ctx).phones[p].graph(), fields, PHONE_DEFAULT_FIELDS)
+        rows = [select_fields(_state(ctx).phones[p].graph(), fields, PHONE_DEFAULT_FIELDS)
                 for p in waba.phone_ids]
     return ctx.page(rows)
 
@@ -360,7 +352,7 @@ def message_templates(ctx: Ctx) -> dict[str, Any]:
     statuses = {s.strip().upper() for s in params.get("status", "").split(",") if s.strip()}
     with ctx.world.lock:
         waba = _waba(ctx)
-        rows = [_select(t.graph(), fields, TEMPLATE_DEFAULT_FIELDS) for t in waba.templates
+        rows = [select_fields(t.graph(), fields, TEMPLATE_DEFAULT_FIELDS) for t in waba.templates
                 if (not statuses or t.status in statuses)
                 and params.get("name") in (None, t.name)
                 and params.get("language") in (None, t.language)]
