@@ -331,12 +331,9 @@ def _announce(ctx: Ctx, leads: list[Lead], deliver: str) -> int:
 
 def _start_worker(ctx: Ctx, state: PagesState) -> None:
     with ctx.world.lock:
-        if state.worker is None or not state.worker.is_alive():
-            state.worker = threading.Thread(
-                target=webhook_delivery.deliver_forever,
-                args=(ctx.world, "pages", state, ctx.sandbox.stopping, _batch_body),
-                kwargs={"stamp_answers": True}, name="sandbox-leadgen-webhooks", daemon=True)
-            state.worker.start()
+        webhook_delivery.ensure_worker(ctx.world, "pages", state, ctx.sandbox.stopping,
+                                       _batch_body, name="sandbox-leadgen-webhooks",
+                                       stamp_answers=True)
 
 
 def _batch_body(items: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -380,14 +377,8 @@ def control_webhooks(ctx: Ctx) -> dict[str, Any]:
     body = ctx.json_body()
     state = _state(ctx)
     with ctx.world.lock:
-        config = state.webhook
-        if "url" in body:
-            config.url = body["url"]
-        if "enabled" in body:
-            config.enabled = bool(body["enabled"])
-        if "batch_size" in body:
-            config.batch_size = max(1, min(int(body["batch_size"]), 1000))
-        return {"success": True, "config": vars(config).copy()}
+        webhook_delivery.apply_settings(state.webhook, body)
+        return {"success": True, "config": vars(state.webhook).copy()}
 
 
 @area.control("GET", "/pages/webhooks")

@@ -4,8 +4,8 @@ app secret, signed as Meta signs (X-Hub-Signature-256: HMAC-SHA256 of the raw bo
 quick retries; each POST is recorded for the area's control API.
 
 An area keeps `outbox` (queued items, each with the "secret" of the app to sign for), `webhook`
-(a config with `url` and `batch_size`) and `deliveries` (the records), and says how a batch of
-its items becomes a body and a record.
+(a config with `url`, `enabled` and `batch_size`), `deliveries` (the records) and `worker` (its
+delivery thread), and says how a batch of its items becomes a body and a record.
 """
 
 from __future__ import annotations
@@ -24,6 +24,26 @@ import httpx
 # A batch of one app's items -> (the JSON body Meta would POST, its delivery record, which the
 # POST fills: attempts, status_code, error).
 BatchBody = Callable[[list[dict[str, Any]]], tuple[dict[str, Any], dict[str, Any]]]
+
+
+def apply_settings(config: Any, body: dict[str, Any]) -> None:
+    """The settings every area's webhook config takes: url, enabled, batch_size (1 to 1,000)."""
+    if "url" in body:
+        config.url = body["url"]
+    if "enabled" in body:
+        config.enabled = bool(body["enabled"])
+    if "batch_size" in body:
+        config.batch_size = max(1, min(int(body["batch_size"]), 1000))
+
+
+def ensure_worker(world: Any, area: str, state: Any, stopping: threading.Event,
+                  batch_body: BatchBody, *, name: str, stamp_answers: bool = False) -> None:
+    """Start the area's delivery thread unless it runs already (call under world.lock)."""
+    if state.worker is None or not state.worker.is_alive():
+        state.worker = threading.Thread(
+            target=deliver_forever, args=(world, area, state, stopping, batch_body),
+            kwargs={"stamp_answers": stamp_answers}, name=name, daemon=True)
+        state.worker.start()
 
 
 def deliver_forever(world: Any, area: str, state: Any, stopping: threading.Event,

@@ -451,25 +451,18 @@ def control_webhooks(ctx: Ctx) -> dict[str, Any]:
     state = _state(ctx)
     with ctx.world.lock:
         config = state.webhook
-        if "url" in body:
-            config.url = body["url"]
-        if "enabled" in body:
-            config.enabled = bool(body["enabled"])
+        unknown = set(body.get("statuses") or ()) - set(STATUS_ORDER)
+        if unknown:  # refused before anything changes
+            raise ValueError(f"unknown statuses {sorted(unknown)}")
+        webhook_delivery.apply_settings(config, body)
         if "statuses" in body:
-            unknown = set(body["statuses"]) - set(STATUS_ORDER)
-            if unknown:
-                raise ValueError(f"unknown statuses {sorted(unknown)}")
             config.statuses = tuple(body["statuses"])
         if "numbers" in body:
             config.numbers = None if body["numbers"] is None else [str(n) for n in body["numbers"]]
-        if "batch_size" in body:
-            config.batch_size = max(1, min(int(body["batch_size"]), 1000))
-        if config.enabled and (state.worker is None or not state.worker.is_alive()):
-            state.worker = threading.Thread(
-                target=webhook_delivery.deliver_forever,
-                args=(ctx.world, "whatsapp_send", state, ctx.sandbox.stopping, _batch_body),
-                name="sandbox-wa-webhooks", daemon=True)
-            state.worker.start()
+        if config.enabled:
+            webhook_delivery.ensure_worker(ctx.world, "whatsapp_send", state,
+                                           ctx.sandbox.stopping, _batch_body,
+                                           name="sandbox-wa-webhooks")
         return {"success": True, "config": asdict(config)}
 
 
