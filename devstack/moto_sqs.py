@@ -26,6 +26,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from moto.core.utils import camelcase_to_underscores, unix_time_millis
+
 _APPLIED = False
 MOTO_ATTRIBUTES: property | None = None  # moto's own property, kept for tests/test_moto_sqs.py
 
@@ -55,8 +57,6 @@ class QueueAttributes(Mapping):
         return name in self._names()
 
     def __getitem__(self, name: str) -> Any:
-        from moto.core.utils import camelcase_to_underscores
-
         if name not in self._names():
             raise KeyError(name)
         queue = self._queue
@@ -71,8 +71,6 @@ class QueueAttributes(Mapping):
 
 def _now_millis(dt: Any = None) -> float:
     if dt is not None:  # a datetime given: moto's own conversion
-        from moto.core.utils import unix_time_millis
-
         return unix_time_millis(dt)
     return time.time() * 1000.0
 
